@@ -1,0 +1,50 @@
+# normbook: two commands.
+#   make book   set up .venv if missing, then build the site into _build/html
+#   make test   set up .venv if missing, build the book (-W), then run every test
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+NORMLAB_SOURCES := $(shell find src/normlab -name '*.py')
+
+# The book's reference solutions must pass their checkers: a failing check raises.
+export NORMLAB_STRICT_CHECKS := 1
+# One BLAS thread per process: the build and pytest-xdist already use both cores.
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: help env book test clean
+
+help:
+	@echo "make book   build the site into _build/html (creates .venv if missing)"
+	@echo "make test   build the book with warnings as errors, then run every test"
+	@echo "make clean  remove _build"
+
+env: $(INSTALLED)
+
+$(INSTALLED): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.txt 2>&1 \
+	  | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+	touch $@
+
+# Notebook outputs are cached by the code in the notebook only; when normlab changes,
+# the cache is stale, so throw it away and let the build re-execute every notebook.
+_build/.normlab-sources: $(NORMLAB_SOURCES)
+	rm -rf _build/.jupyter_cache
+	mkdir -p _build
+	touch $@
+
+book: $(INSTALLED) _build/.normlab-sources
+	$(BIN)/jupyter-book build -W -n --keep-going .
+
+test: book
+	$(BIN)/python -m pytest -n 2 --dist loadfile \
+	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
+	  tests chapters
+
+clean:
+	rm -rf _build

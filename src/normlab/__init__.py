@@ -1,0 +1,1 @@
+"""normlab: the code behind normbook."""

@@ -1,0 +1,32 @@
+"""Helpers for the chapters themselves (not for the science).
+
+``glue`` inserts a computed number into the prose through myst-nb. NumPy scalars are
+converted to Python numbers first: myst-nb formats ``{glue:text}`x:.2f``` by parsing the
+plain-text repr, and NumPy 2 writes ``np.float64(0.5)`` there, which it cannot parse.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def as_python_number(value):
+    """A NumPy scalar or 0-d array as a Python int/float; other values unchanged."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+def glue(name: str, value) -> None:
+    """Store ``value`` under ``name`` for ``{glue:text}`` in the page, without displaying it."""
+    from myst_nb import glue as myst_glue  # imported lazily: normlab works without myst-nb
+
+    myst_glue(name, as_python_number(value), display=False)
