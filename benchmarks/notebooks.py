@@ -1,0 +1,76 @@
+"""Execute every notebook of the book and report its wall time and the kernel's peak memory.
+
+Not a test: timings depend on the machine. It prints one row per notebook and the total,
+and marks the rows over the book's targets (60 s and 1.5 GB per notebook on 2 cores).
+Run from the repository root:  .venv/bin/python benchmarks/notebooks.py [notebook ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_SECONDS = 60.0
+TARGET_MIB = 1.5 * 1024
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The high-water mark of resident memory (VmHWM) of a live Linux process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def run_notebook(path: Path, timeout: int) -> tuple[float, float]:
+    """Execute one notebook in a fresh kernel, in its own folder; return (seconds, peak MiB)."""
+    nb = nbformat.read(path, as_version=4)
+    peak = 0.0
+
+    def measure(**_) -> None:
+        nonlocal peak
+        peak = max(peak, peak_rss_mib(client.km.provisioner.pid))
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}},
+                            on_cell_executed=measure)
+    start = time.perf_counter()
+    client.execute()
+    return time.perf_counter() - start, peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path,
+                        help="notebooks to run (default: every chapters/*.ipynb)")
+    parser.add_argument("--timeout", type=int, default=300, help="per-cell timeout in seconds")
+    args = parser.parse_args()
+    notebooks = args.notebooks or sorted((ROOT / "chapters").glob("*.ipynb"))
+    os.environ.setdefault("NORMLAB_STRICT_CHECKS", "1")
+
+    rows, total = [], 0.0
+    for path in notebooks:
+        seconds, mib = run_notebook(path, args.timeout)
+        total += seconds
+        over = [label for label, bad in (("time", seconds > TARGET_SECONDS),
+                                         ("memory", mib > TARGET_MIB)) if bad]
+        rows.append((path.name, seconds, mib, "over target: " + ", ".join(over) if over else "ok"))
+
+    width = max([len("notebook")] + [len(r[0]) for r in rows])
+    print(f"\n{'notebook':<{width}}  {'wall s':>7}  {'peak MiB':>8}  status")
+    for name, seconds, mib, status in rows:
+        print(f"{name:<{width}}  {seconds:7.1f}  {mib:8.0f}  {status}")
+    print(f"{'total':<{width}}  {total:7.1f}")
+    print(f"(targets per notebook: {TARGET_SECONDS:.0f} s, {TARGET_MIB:.0f} MiB; 2 cores)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

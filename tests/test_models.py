@@ -1,0 +1,135 @@
+"""Tests for normlab.models: structure, seeding and the layer helper of mlp."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from normlab.models import ACTIVATIONS, hidden_linear_layers, mlp
+
+
+def test_mlp_builds_linear_activation_blocks_then_a_linear_head() -> None:
+    model = mlp(5, [7, 3], 2, activation="tanh")
+    assert [name for name, _ in model.named_children()] == ["linear0", "act0", "linear1", "act1", "output"]
+    assert [type(m) for m in model] == [nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear]
+    assert [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)] == [(5, 7), (7, 3), (3, 2)]
+
+
+def test_mlp_without_hidden_layers_is_a_single_linear_map() -> None:
+    model = mlp(4, [], 3)
+    assert [type(m) for m in model] == [nn.Linear]
+    assert hidden_linear_layers(model) == []
+
+
+def test_mlp_inserts_norm_before_activation() -> None:
+    model = mlp(6, [8, 4], 3, norm=nn.BatchNorm1d)
+    names = [name for name, _ in model.named_children()]
+    assert names == ["linear0", "norm0", "act0", "linear1", "norm1", "act1", "output"]
+    seen: dict[str, torch.Tensor] = {}
+    model.linear0.register_forward_hook(lambda m, i, o: seen.__setitem__("linear_out", o))
+    model.norm0.register_forward_hook(lambda m, i, o: seen.__setitem__("norm_in", i[0]))
+    model.norm0.register_forward_hook(lambda m, i, o: seen.__setitem__("norm_out", o))
+    model.act0.register_forward_hook(lambda m, i, o: seen.__setitem__("act_in", i[0]))
+    model(torch.randn(16, 6, generator=torch.Generator().manual_seed(0)))
+    assert seen["norm_in"] is seen["linear_out"]
+    assert seen["act_in"] is seen["norm_out"]
+    # In train mode BatchNorm output is standardized per feature, so the norm really ran.
+    torch.testing.assert_close(seen["norm_out"].mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+
+
+def test_mlp_calls_norm_factory_with_each_hidden_width() -> None:
+    widths: list[int] = []
+
+    def factory(width: int) -> nn.Module:
+        widths.append(width)
+        return nn.LayerNorm(width)
+
+    model = mlp(3, [5, 9, 2], 1, norm=factory)
+    assert widths == [5, 9, 2]
+    assert [m.normalized_shape for m in model if isinstance(m, nn.LayerNorm)] == [(5,), (9,), (2,)]
+
+
+def test_mlp_rejects_norm_factory_that_returns_no_module() -> None:
+    with pytest.raises(ValueError, match="norm must be a factory"):
+        mlp(3, [4], 2, norm=lambda width: width)  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.parametrize("name, module", [(n, m) for n, m in ACTIVATIONS.items()])
+def test_mlp_uses_the_named_activation(name: str, module: type[nn.Module]) -> None:
+    model = mlp(3, [4], 2, activation=name)
+    assert type(model.act0) is module
+
+
+def test_mlp_rejects_unknown_activation_and_lists_choices() -> None:
+    with pytest.raises(ValueError, match=r"Unknown activation 'gelu'.*relu"):
+        mlp(3, [4], 2, activation="gelu")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [((0, [4], 2), "in_features"), ((3, [4], 0), "out_features"), ((3, [4, 0], 2), "hidden width")],
+)
+def test_mlp_rejects_empty_layers(args: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        mlp(*args)
+
+
+def test_mlp_without_bias_has_no_bias_parameters() -> None:
+    model = mlp(3, [4, 4], 2, bias=False)
+    assert all(m.bias is None for m in model if isinstance(m, nn.Linear))
+
+
+def test_mlp_init_is_seeded_and_leaves_global_rng_alone() -> None:
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    a = mlp(10, [20, 20], 3, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = mlp(10, [20, 20], 3, seed=7)
+    c = mlp(10, [20, 20], 3, seed=8)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert not torch.equal(a.linear0.weight, c.linear0.weight)
+
+
+def test_mlp_keeps_pytorch_default_initialization() -> None:
+    model = mlp(10, [20, 30], 3, seed=5)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(5)
+        expected = [nn.Linear(10, 20), nn.Linear(20, 30), nn.Linear(30, 3)]
+    actual = [m for m in model if isinstance(m, nn.Linear)]
+    for layer, reference in zip(actual, expected, strict=True):
+        assert torch.equal(layer.weight, reference.weight)
+        assert torch.equal(layer.bias, reference.bias)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    in_features=st.integers(1, 12),
+    hidden=st.lists(st.integers(1, 12), max_size=4),
+    out_features=st.integers(1, 6),
+    batch=st.integers(2, 8),
+)
+def test_mlp_maps_batches_to_out_features(in_features: int, hidden: list[int], out_features: int, batch: int) -> None:
+    model = mlp(in_features, hidden, out_features, norm=nn.BatchNorm1d)
+    assert model(torch.zeros(batch, in_features)).shape == (batch, out_features)
+    layers = hidden_linear_layers(model)
+    assert [layer.out_features for layer in layers] == hidden
+
+
+def test_hidden_linear_layers_returns_the_layers_feeding_each_nonlinearity() -> None:
+    model = mlp(4, [6, 5, 3], 2, norm=nn.BatchNorm1d)
+    layers = hidden_linear_layers(model)
+    assert layers == [model.linear0, model.linear1, model.linear2]
+    assert model.output not in layers
+    children = list(model)
+    for layer in layers:
+        after = children[children.index(layer) + 1 :]
+        assert isinstance(after[0], nn.BatchNorm1d) and isinstance(after[1], nn.ReLU)
+
+
+def test_hidden_linear_layers_rejects_models_not_built_by_mlp() -> None:
+    with pytest.raises(ValueError, match="built by normlab.models.mlp"):
+        hidden_linear_layers(nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)))

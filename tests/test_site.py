@@ -1,0 +1,116 @@
+"""Checks of the built site (_build/html), as a reader would notice problems.
+
+`make test` builds the book first. These tests read the HTML; a headless-browser test
+of the same site comes with the reader's-edition work.
+"""
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT / "_build" / "html"
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [c["file"] for c in part["chapters"]]
+    return files
+
+
+def notebook_pages() -> list[str]:
+    return [f for f in toc_files() if (ROOT / f"{f}.ipynb").exists()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built_site():
+    if not (SITE / "index.html").exists():
+        pytest.fail("the site is not built: run `make book` (make test does it first)")
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.ids, self.links = [], set(), []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs)
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+
+
+def parse(page: str) -> tuple[str, _Tags]:
+    html = (SITE / f"{page}.html").read_text(encoding="utf-8")
+    tags = _Tags()
+    tags.feed(html)
+    return html, tags
+
+
+@pytest.mark.parametrize("page", toc_files())
+def test_every_toc_entry_has_a_page(page):
+    assert (SITE / f"{page}.html").exists()
+
+
+@pytest.mark.parametrize("page", notebook_pages())
+def test_notebook_page_has_no_error_output_or_unresolved_glue(page):
+    html, _ = parse(page)
+    assert "Traceback" not in html and "output traceback" not in html
+    assert "{glue" not in html, "a glue reference was not replaced by its value"
+    assert "output stderr" not in html
+
+
+@pytest.mark.parametrize("page", notebook_pages())
+def test_every_figure_has_alt_text_and_exists(page):
+    _, tags = parse(page)
+    figures = [img for img in tags.images if "_images/" in img.get("src", "")]
+    assert figures, "a notebook page without figures: is the execution output missing?"
+    for img in figures:
+        assert len(img.get("alt", "")) > 20, f"figure {img['src']} lacks descriptive alt text"
+        assert (SITE / page).parent.joinpath(img["src"]).resolve().exists()
+
+
+@pytest.mark.parametrize("page", notebook_pages())
+def test_exercise_checks_passed_on_the_reference_solutions(page):
+    html, _ = parse(page)
+    assert "✗" not in html, "an exercise check failed on the book's own solution"
+
+
+@pytest.mark.parametrize("page", notebook_pages())
+def test_internal_links_resolve(page):
+    _, tags = parse(page)
+    for href in tags.links:
+        if href.startswith(("http:", "https:", "mailto:", "#")):
+            continue
+        target, _, anchor = href.partition("#")
+        path = (SITE / page).parent.joinpath(target).resolve()
+        assert path.exists(), f"broken link {href}"
+        if anchor and path.suffix == ".html":
+            other = _Tags()
+            other.feed(path.read_text(encoding="utf-8"))
+            assert anchor in other.ids, f"link {href} points to a missing anchor"
+
+
+def test_citations_resolve_to_bibliography_entries():
+    html, _ = parse("chapters/01_why_normalize")
+    cited = set(re.findall(r'href="references.html#id\d+"', html)) | set(
+        re.findall(r'href="references.html#[^"]+"', html))
+    assert cited, "the first chapter cites no reference"
+    refs, _ = parse("chapters/references")
+    for key in ("Ioffe", "LeCun", "Nocedal"):
+        assert key in refs
+
+
+@pytest.mark.parametrize("page", notebook_pages())
+def test_notebook_page_has_binder_and_colab_launch_links(page):
+    _, tags = parse(page)
+    assert any("mybinder.org" in h for h in tags.links)
+    assert any("colab.research.google.com" in h for h in tags.links)
