@@ -4,7 +4,20 @@ import numpy as np
 import pytest
 
 from normlab import quadratic
+from normlab.exercises import STRICT_ENV_VAR
 from normlab.exercises import why_normalize as check
+
+
+@pytest.fixture(autouse=True)
+def student_mode(monkeypatch):
+    """Check as a student would: a failing check reports instead of raising."""
+    monkeypatch.delenv(STRICT_ENV_VAR, raising=False)
+
+
+def test_strict_mode_raises_on_a_wrong_solution(monkeypatch):
+    monkeypatch.setenv(STRICT_ENV_VAR, "1")
+    with pytest.raises(AssertionError, match="gd_step"):
+        check.gd_step(lambda t, h, m, lr: t)
 
 
 def test_reference_solutions_pass_every_checker():
