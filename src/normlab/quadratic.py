@@ -18,9 +18,13 @@ from functools import cached_property
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Quadratic:
-    """L(θ) = minimum + ½ (θ − minimizer)ᵀ hessian (θ − minimizer), H symmetric PSD."""
+    """L(θ) = minimum + ½ (θ − minimizer)ᵀ hessian (θ − minimizer), H symmetric.
+
+    H is positive semi-definite at a minimum; an indefinite H (a saddle) is accepted so
+    that curvature arguments can be shown there too, and then ``condition_number`` is inf.
+    """
 
     hessian: np.ndarray
     minimizer: np.ndarray
@@ -29,8 +33,10 @@ class Quadratic:
     def __post_init__(self) -> None:
         h = np.asarray(self.hessian, dtype=float)
         m = np.asarray(self.minimizer, dtype=float)
-        if h.ndim != 2 or h.shape[0] != h.shape[1]:
-            raise ValueError(f"the Hessian must be a square matrix; got shape {h.shape}")
+        if h.ndim != 2 or h.shape[0] != h.shape[1] or h.shape[0] == 0:
+            raise ValueError(f"the Hessian must be a non-empty square matrix; got shape {h.shape}")
+        if not (np.all(np.isfinite(h)) and np.all(np.isfinite(m))):
+            raise ValueError("the Hessian and the minimizer must be finite (no NaN or inf)")
         if m.shape != (h.shape[0],):
             raise ValueError(f"the minimizer must have shape ({h.shape[0]},); got {m.shape}")
         if not np.allclose(h, h.T, atol=1e-10 * max(1.0, np.abs(h).max())):
@@ -92,7 +98,7 @@ def random_quadratic(eigenvalues, seed: int = 0, minimizer=None) -> Quadratic:
 
 def quadratic_2d(condition_number: float, angle: float = 0.0, lam_max: float = 1.0) -> Quadratic:
     """A 2-D quadratic with eigenvalues (λmax/κ, λmax), minimum at 0, axes rotated by ``angle``."""
-    if condition_number < 1:
+    if not condition_number >= 1:  # also rejects NaN
         raise ValueError(f"the condition number is at least 1; got {condition_number}")
     c, s = np.cos(angle), np.sin(angle)
     q = np.array([[c, -s], [s, c]])
@@ -131,6 +137,8 @@ def regime(lr: float, eigenvalue: float, rtol: float = 1e-9) -> str:
     """
     if eigenvalue < 0:
         raise ValueError(f"eigenvalues of a convex quadratic are >= 0; got {eigenvalue}")
+    if not lr > 0:
+        raise ValueError(f"the learning rate must be positive; got {lr}")
     if eigenvalue == 0:
         return "flat"
     x = lr * eigenvalue
@@ -143,13 +151,20 @@ def regime(lr: float, eigenvalue: float, rtol: float = 1e-9) -> str:
 
 def max_stable_lr(hessian) -> float:
     """2 / λmax: gradient descent converges on the quadratic iff 0 < η < 2/λmax."""
-    return 2.0 / float(np.linalg.eigvalsh(np.asarray(hessian, dtype=float))[-1])
+    return 2.0 / _positive(np.linalg.eigvalsh(np.asarray(hessian, dtype=float))[-1])
 
 
 def optimal_lr(hessian) -> float:
     """2 / (λmin + λmax): minimises the slowest contraction max_i |1 − ηλ_i|."""
     lam = np.linalg.eigvalsh(np.asarray(hessian, dtype=float))
-    return 2.0 / float(lam[0] + lam[-1])
+    return 2.0 / _positive(lam[0] + lam[-1])
+
+
+def _positive(value: float) -> float:
+    if not value > 0:
+        raise ValueError("the Hessian has no positive eigenvalue: every learning rate is "
+                         "stable and none makes progress")
+    return float(value)
 
 
 def steps_to_tolerance(eigenvalues, lr: float, tol: float) -> float:
@@ -160,6 +175,8 @@ def steps_to_tolerance(eigenvalues, lr: float, tol: float) -> float:
     """
     if not 0 < tol < 1:
         raise ValueError(f"tol must be in (0, 1); got {tol}")
+    if np.size(eigenvalues) == 0:
+        raise ValueError("need at least one eigenvalue")
     rate = float(np.max(np.abs(contraction_factors(eigenvalues, lr))))
     if rate >= 1:
         return float("inf")
