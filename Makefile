@@ -32,9 +32,10 @@ $(INSTALLED): requirements.txt pyproject.toml
 	touch $@
 
 # Notebook outputs are cached by the code in the notebook only; when normlab changes,
-# the cache is stale, so throw it away and let the build re-execute every notebook.
+# the cache is stale: throw it away, and Sphinx's record of what it has read, so the
+# build re-reads and re-executes every notebook.
 _build/.normlab-sources: $(NORMLAB_SOURCES)
-	rm -rf _build/.jupyter_cache
+	rm -rf _build/.jupyter_cache _build/.doctrees
 	mkdir -p _build
 	touch $@
 
