@@ -44,29 +44,53 @@ and those must pass. When the environment variable ``NORMLAB_STRICT_CHECKS`` is
 raises ``AssertionError`` carrying the full diagnostic, so the build and the tests
 fail loudly. Without the variable, :func:`run_check` never raises.
 
+Layout
+------
+This module holds the public API and runs the check, one case after another. The
+work is done by private helpers, each a small module:
+
+* :mod:`normlab.exercises._sandbox`: running student code safely: a deep copy of the
+  arguments for every call, the ``SIGALRM`` time limit, the student's line in a
+  traceback, and detecting inputs changed in place.
+* :mod:`normlab.exercises._outputs`: converting outputs (tensors, arrays, scalars,
+  lists, tuples elementwise) to NumPy for comparison.
+* :mod:`normlab.exercises._diagnosis`: comparing an output with the expected one and
+  every diagnostic message about it (shape, non-finite values, sign, constant
+  factor, known mistakes, generic).
+* :mod:`normlab.exercises._text`: formatting: case labels, short reprs, numbers,
+  exception lines and the HTML of a result.
+
 Used by the exercises at the end of every chapter.
 """
 
 from __future__ import annotations
 
-import copy
 import html
-import inspect
 import os
-import re
-import reprlib
-import signal
-import site
-import sys
-import sysconfig
-import threading
-import time
-import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from normlab.exercises._diagnosis import _judge
+from normlab.exercises._outputs import _normalize
+from normlab.exercises._sandbox import (
+    _call_on_copy,
+    _call_with_time_limit,
+    _copy_arguments,
+    _ExerciseBug,
+    _first_mutation,
+    _is_stub,
+    _raised_message,
+    _Timeout,
+)
+from normlab.exercises._text import (
+    _case_label,
+    _describe,
+    _exception_line,
+    _html_with_code,
+    _safe_str,
+)
 
 __all__ = [
     "STRICT_ENV_VAR",
@@ -80,10 +104,6 @@ __all__ = [
 
 STRICT_ENV_VAR = "NORMLAB_STRICT_CHECKS"
 """Environment variable that turns a failed check into an ``AssertionError`` when ``"1"``."""
-
-_NORMLAB_DIR = Path(__file__).resolve().parent.parent
-_NUMERIC_KINDS = "biufc"
-_REPEAT_ALARM_S = 0.05  # once past the limit, raise again this often, in case code catches it
 
 
 # --------------------------------------------------------------------------- public types
@@ -248,14 +268,6 @@ def make_checker(exercise: Exercise) -> Callable[[Callable], CheckResult]:
 # --------------------------------------------------------------------------- running
 
 
-class _ExerciseBug(Exception):
-    """The exercise itself (cases or reference) failed: not the student's fault."""
-
-
-class _Timeout(BaseException):
-    """Raised by the alarm handler; a BaseException so `except Exception` cannot hide it."""
-
-
 @dataclass(frozen=True)
 class _Failure:
     message: str
@@ -349,73 +361,7 @@ def _run_case(exercise: Exercise, student_fn: Callable, case: Case, label: str) 
     return None if problem is None else _Failure(f"{label}: {problem}")
 
 
-def _copy_arguments(case: Case) -> tuple[tuple, dict]:
-    try:
-        return copy.deepcopy(tuple(case.args)), copy.deepcopy(dict(case.kwargs))
-    except Exception as err:
-        problem = f"the case arguments cannot be deep-copied ({_exception_line(err)})"
-        raise _ExerciseBug(problem) from err
-
-
-def _call_on_copy(fn: Callable, case: Case) -> Any:
-    args, kwargs = _copy_arguments(case)
-    return fn(*args, **kwargs)
-
-
-def _call_with_time_limit(fn: Callable[[], Any], limit: float | None) -> Any:
-    """Call ``fn()``, raising _Timeout if it runs longer than ``limit`` seconds.
-
-    Uses SIGALRM, so the limit applies only in the main thread; once the limit has
-    passed the alarm repeats every few milliseconds until the call gives up, in case
-    the code catches the first one. The previous handler and timer are restored.
-    """
-    if limit is None or not _alarm_available():
-        return fn()
-    state = {"armed": False, "fired": False}
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        if state["armed"]:
-            state["fired"] = True
-            raise _Timeout
-
-    try:
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-    except (ValueError, OSError):  # not the main thread of the main interpreter
-        return fn()
-    old_timer, start = (0.0, 0.0), time.monotonic()
-    try:
-        state["armed"] = True
-        old_timer = signal.setitimer(signal.ITIMER_REAL, limit, min(_REPEAT_ALARM_S, limit))
-        try:
-            output = fn()
-        except (KeyboardInterrupt, _Timeout):
-            raise
-        except BaseException:
-            if state["fired"]:  # the code caught the alarm and raised something else
-                raise _Timeout from None
-            raise
-        if state["fired"]:  # the code caught the alarm and finished late
-            raise _Timeout
-        return output
-    finally:
-        state["armed"] = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        if previous is not None:  # None: set outside Python; ours is now harmless
-            signal.signal(signal.SIGALRM, previous)
-        if old_timer[0] > 0:
-            remaining = max(old_timer[0] - (time.monotonic() - start), 1e-3)
-            signal.setitimer(signal.ITIMER_REAL, remaining, old_timer[1])
-
-
-def _alarm_available() -> bool:
-    return (
-        hasattr(signal, "setitimer")
-        and hasattr(signal, "SIGALRM")
-        and threading.current_thread() is threading.main_thread()
-    )
-
-
-# --------------------------------------------------------------------------- exceptions
+# --------------------------------------------------------------------------- messages
 
 
 def _not_implemented_failure(exercise: Exercise, err: NotImplementedError) -> _Failure:
@@ -428,472 +374,6 @@ def _not_implemented_failure(exercise: Exercise, err: NotImplementedError) -> _F
         "line with your code, then run this check again.",
         extra=extra,
     )
-
-
-def _raised_message(err: BaseException, reference: Callable) -> str:
-    """Exception type, message and where in the student's code it was raised."""
-    message = f"your function raised {_exception_line(err)}"
-    frame = _student_frame(err)
-    if frame is not None:
-        where = f"in `{frame.name}`, line {frame.lineno}"
-        code = (frame.line or "").strip()
-        return f"{message}\n    {where}: `{code}`" if code else f"{message}\n    {where}"
-    if isinstance(err, TypeError):
-        return f"{message}. Check that your function takes the arguments {_signature(reference)}."
-    return message
-
-
-def _is_stub(err: NotImplementedError) -> bool:
-    """Whether the student's own code raised it (a stub), not a library they called.
-
-    Compiled code raises from the calling line, so the raising line must be a `raise`.
-    """
-    try:
-        innermost = traceback.extract_tb(err.__traceback__)[-1]
-    except Exception:
-        return True
-    if _is_library_file(innermost.filename, _library_dirs()):
-        return False
-    return not innermost.line or innermost.line.lstrip().startswith("raise")
-
-
-def _student_frame(err: BaseException) -> traceback.FrameSummary | None:
-    """The innermost traceback frame in the student's code (not normlab, not a library)."""
-    try:
-        frames = traceback.extract_tb(err.__traceback__)
-    except Exception:
-        return None
-    library = _library_dirs()
-    for frame in reversed(frames):
-        if not _is_library_file(frame.filename, library):
-            return frame
-    return None
-
-
-def _library_dirs() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    dirs = [paths.get(key, "") for key in ("stdlib", "platstdlib", "purelib", "platlib")]
-    try:
-        dirs += [*site.getsitepackages(), site.getusersitepackages()]
-    except AttributeError:  # some embedded interpreters lack these
-        pass
-    return tuple(os.path.realpath(d) + os.sep for d in dirs if d)
-
-
-def _is_library_file(filename: str, library: tuple[str, ...]) -> bool:
-    if filename.startswith("<frozen"):
-        return True
-    if filename.startswith("<"):  # <ipython-input-...>, <string>: the student's code
-        return False
-    path = os.path.realpath(filename)
-    return path.startswith(str(_NORMLAB_DIR) + os.sep) or path.startswith(library)
-
-
-def _exception_line(err: BaseException) -> str:
-    text = _safe_str(err)
-    name = type(err).__name__
-    return f"{name}: {_shorten(text, 300)}" if text else name
-
-
-# --------------------------------------------------------------------------- changed inputs
-
-
-def _first_mutation(
-    pristine: tuple[tuple, dict], used: tuple[tuple, dict], reference: Callable
-) -> str | None:
-    """Name of the first argument whose contents the student's call changed, quoted."""
-    names = _positional_names(reference)
-    (old_args, old_kwargs), (new_args, new_kwargs) = pristine, used
-    labelled = [
-        (names[i] if i < len(names) else None, i, old, new)
-        for i, (old, new) in enumerate(zip(old_args, new_args))
-    ]
-    for name, i, old, new in labelled:
-        path = _changed_path(old, new, name or "")
-        if path is not None:
-            return f"`{path}`" if name else f"argument {i + 1}{path}"
-    for key, old in old_kwargs.items():
-        path = _changed_path(old, new_kwargs.get(key), key)
-        if path is not None:
-            return f"`{path}`"
-    return None
-
-
-def _changed_path(old: Any, new: Any, path: str) -> str | None:
-    """``path`` (extended into containers) of the first difference, or None."""
-    if isinstance(old, np.ndarray) or _is_tensor(old):
-        return None if _same_array(old, new) else path
-    if isinstance(old, (list, tuple)):
-        if not isinstance(new, type(old)) or len(new) != len(old):
-            return path
-        for i, (a, b) in enumerate(zip(old, new)):
-            found = _changed_path(a, b, f"{path}[{i}]")
-            if found is not None:
-                return found
-    if isinstance(old, dict):
-        if not isinstance(new, dict) or new.keys() != old.keys():
-            return path
-        for key in old:
-            found = _changed_path(old[key], new[key], f"{path}[{key!r}]")
-            if found is not None:
-                return found
-    return None
-
-
-def _same_array(old: Any, new: Any) -> bool:
-    if type(old) is not type(new):
-        return False
-    a, b = _as_array(old), _as_array(new)
-    if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray):
-        return True  # cannot tell; do not accuse
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
-
-
-# --------------------------------------------------------------------------- outputs
-
-
-@dataclass(frozen=True)
-class _Opaque:
-    """An output that is not a number, array, tensor or rectangular list."""
-
-    value: Any
-    reason: str = ""
-
-
-def _normalize(value: Any, like: Any = None) -> Any:
-    """Tensors, arrays, scalars and lists → ndarray; tuples elementwise; else _Opaque.
-
-    A list becomes a tuple when ``like`` (the normalized expected output) is a tuple.
-    """
-    if isinstance(value, tuple) or (isinstance(value, list) and isinstance(like, tuple)):
-        likes = like if isinstance(like, tuple) else ()
-        return tuple(
-            _normalize(v, likes[i] if i < len(likes) else None) for i, v in enumerate(value)
-        )
-    if value is None:
-        return None
-    return _as_array(value)
-
-
-def _as_array(value: Any) -> np.ndarray | _Opaque:
-    if isinstance(value, np.ndarray):
-        return value
-    if isinstance(value, (bool, int, float, complex, np.generic)):
-        return np.asarray(value)
-    if _is_tensor(value):
-        return _tensor_to_numpy(value)
-    if isinstance(value, (list, tuple)):
-        items = [_as_array(v) for v in value]
-        if any(isinstance(item, _Opaque) for item in items):
-            return _Opaque(value, "a list containing values that are not numbers or arrays")
-        try:
-            array = np.array(items)
-        except (ValueError, TypeError):
-            array = None
-        if array is None or array.dtype.kind == "O":
-            reason = "a list that is not a rectangular array (rows of different lengths?)"
-            return _Opaque(value, reason)
-        return array
-    try:  # other array libraries, pandas; hasattr itself can raise on odd objects
-        array = np.asarray(value) if hasattr(value, "__array__") else None
-    except Exception:
-        return _Opaque(value, f"a `{type(value).__name__}` that cannot be converted to an array")
-    if array is not None and array.dtype.kind in _NUMERIC_KINDS:
-        return array
-    return _Opaque(value)
-
-
-def _is_tensor(value: Any) -> bool:
-    torch = sys.modules.get("torch")  # if torch is not imported, nothing is a tensor
-    return torch is not None and isinstance(value, torch.Tensor)
-
-
-def _tensor_to_numpy(tensor: Any) -> np.ndarray | _Opaque:
-    try:
-        plain = tensor.detach().cpu()
-        if plain.layout != sys.modules["torch"].strided:
-            plain = plain.to_dense()
-        plain = plain.resolve_conj().resolve_neg()
-        try:
-            return plain.numpy()
-        except TypeError:  # dtypes NumPy lacks, e.g. bfloat16
-            return plain.double().numpy()
-    except Exception:
-        return _Opaque(tensor, "a torch tensor that cannot be converted to NumPy")
-
-
-def _judge(exercise: Exercise, case: Case, output: Any, expected: Any) -> str | None:
-    """None if the output agrees with the expected one, else the diagnosis."""
-    if expected is None:
-        if output is None:
-            return None
-        return f"returned {_describe(output)}, but nothing (None) was expected."
-    if output is None:
-        return "returned None: did you forget `return`?"
-    want = _normalize(expected)
-    got = _normalize(output, like=want)
-    problem = _difference(exercise, case, got, want)
-    if problem is None:
-        return None
-    for mistake in exercise.mistakes:
-        if _matches_mistake(exercise, case, got, want, mistake):
-            return mistake.message
-    return problem
-
-
-def _matches_mistake(exercise: Exercise, case: Case, got: Any, want: Any, mistake: Mistake) -> bool:
-    try:
-        wrong = _normalize(_call_on_copy(mistake.implementation, case), like=want)
-    except Exception:  # the mistake may not apply to this case
-        return False
-    return wrong is not None and _difference(exercise, case, got, wrong) is None
-
-
-def _difference(exercise: Exercise, case: Case, got: Any, want: Any) -> str | None:
-    """None if ``got`` agrees with ``want`` (both normalized), else a diagnosis."""
-    problem = _structure_problem(got, want)
-    if problem is not None:
-        return problem
-    if exercise.compare is None:
-        return _value_problem(got, want, exercise.rtol, exercise.atol)
-    try:
-        verdict = exercise.compare(got, want, case)
-    except Exception as err:
-        return f"your output could not be compared with the expected one ({_exception_line(err)})."
-    return None if verdict is None else str(verdict)
-
-
-def _structure_problem(got: Any, want: Any, where: str = "") -> str | None:
-    """Type and tuple-length problems, recursively; shapes and values are not looked at."""
-    prefix = f"element {where} of the returned tuple: " if where else ""
-    if isinstance(want, tuple):
-        if not isinstance(got, tuple):
-            return f"{prefix}returned {_describe(got)}, expected a tuple of {len(want)} values."
-        if len(got) != len(want):
-            return f"{prefix}returned a tuple of {len(got)} values, expected {len(want)}."
-        for i, (g, w) in enumerate(zip(got, want)):
-            problem = _structure_problem(g, w, f"{where}[{i}]")
-            if problem is not None:
-                return problem
-        return None
-    if isinstance(want, np.ndarray) and want.dtype.kind in _NUMERIC_KINDS:
-        if isinstance(got, np.ndarray) and got.dtype.kind in _NUMERIC_KINDS:
-            return None
-        return f"{prefix}returned {_describe(got)}, expected {_describe(want)}."
-    if not _equal_objects(got, want):
-        return f"{prefix}returned {_describe(got)}, expected {_describe(want)}."
-    return None
-
-
-def _equal_objects(got: Any, want: Any) -> bool:
-    try:
-        if isinstance(got, np.ndarray) and isinstance(want, np.ndarray):
-            return got.shape == want.shape and bool(np.array_equal(got, want))
-        raw_got = got.value if isinstance(got, _Opaque) else got
-        raw_want = want.value if isinstance(want, _Opaque) else want
-        return type(raw_got) is type(raw_want) and bool(raw_got == raw_want)
-    except Exception:
-        return False
-
-
-def _value_problem(got: Any, want: Any, rtol: float, atol: float, where: str = "") -> str | None:
-    """Shapes, non-finite values and values of structurally equal normalized outputs."""
-    if isinstance(want, tuple):
-        for i, (g, w) in enumerate(zip(got, want)):
-            problem = _value_problem(g, w, rtol, atol, f"{where}[{i}]")
-            if problem is not None:
-                return problem
-        return None
-    if not isinstance(want, np.ndarray) or want.dtype.kind not in _NUMERIC_KINDS:
-        return None  # compared for equality in _structure_problem
-    prefix = f"element {where} of the returned tuple: " if where else ""
-    problem = _array_problem(got, want, rtol, atol)
-    return None if problem is None else prefix + problem
-
-
-def _array_problem(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> str | None:
-    if got.shape != want.shape:
-        return _shape_message(got, want, rtol, atol)
-    g, w = _as_float(got), _as_float(want)
-    with np.errstate(all="ignore"):
-        bad = ~np.isfinite(g) & np.isfinite(w)
-        if bad.any():
-            return _nonfinite_message(g, bad)
-        if np.allclose(g, w, rtol=rtol, atol=atol, equal_nan=True):
-            return None
-        return _value_message(got, g, w, rtol, atol)
-
-
-def _as_float(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
-
-
-def _shape_message(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> str:
-    message = f"returned shape {got.shape}, expected shape {want.shape}"
-    if got.squeeze().shape == want.squeeze().shape:
-        return (
-            f"{message}: they differ only by an axis of size 1. Check `keepdims=True`, "
-            "indexing with `[:, None]`, or broadcasting; `reshape` to the expected shape."
-        )
-    if got.ndim == 2 and got.shape == want.shape[::-1]:
-        exact = np.allclose(_as_float(got).T, _as_float(want), rtol=rtol, atol=atol, equal_nan=True)
-        detail = "is exactly the transpose of the expected one" if exact else "looks transposed"
-        return f"{message}: your output {detail}. Check the order of a matrix product, or a `.T`."
-    if got.ndim == want.ndim and sorted(got.shape) == sorted(want.shape):
-        return (
-            f"{message}: the same axes in a different order. Check a transpose or an "
-            "`axis` argument."
-        )
-    if got.size > want.size and got.ndim > want.ndim:
-        return (
-            f"{message}: more values than expected. Broadcasting may have combined arrays of "
-            "shapes like (n,) and (n, 1) into an (n, n) result."
-        )
-    if got.size == 1 and want.size > 1:
-        return f"{message}: a single value. Did you reduce over every axis instead of one `axis`?"
-    return f"{message}. Check the `axis` of each reduction and the shapes of intermediate results."
-
-
-def _nonfinite_message(g: np.ndarray, bad: np.ndarray) -> str:
-    n_nan = int(np.count_nonzero(np.isnan(g) & bad))
-    n_inf = int(np.count_nonzero(np.isinf(g) & bad))
-    counts = " and ".join(
-        text for text in (f"{n_nan} NaN" if n_nan else "", f"{n_inf} inf" if n_inf else "") if text
-    )
-    first = _index_text(np.unravel_index(int(np.argmax(bad)), bad.shape))
-    return (
-        f"your output has {counts} value{'s' if n_nan + n_inf > 1 else ''} where the expected "
-        f"output is finite (the first{first}). Look for a division by zero, a log or sqrt "
-        "of a negative number, or an overflow."
-    )
-
-
-def _value_message(
-    original: np.ndarray, g: np.ndarray, w: np.ndarray, rtol: float, atol: float
-) -> str:
-    """Name the pattern of a same-shape, finite but wrong output."""
-
-    def close(a: np.ndarray, b: np.ndarray) -> bool:
-        return bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
-
-    w_is_zero = close(w, np.zeros_like(w))
-    if g.size > 1 and not w_is_zero and np.all(g == 0):
-        return "your output is all zeros, but the expected one is not."
-    if not w_is_zero and close(g, -w):
-        return (
-            "your output is the negative of the expected one: look for a sign error "
-            "(`a - b` instead of `b - a`?)."
-        )
-    if g.ndim == 2 and g.shape[0] == g.shape[1] > 1 and close(g, w.T):
-        return (
-            "your output is the transpose of the expected one. Check the order of a "
-            "matrix product, or a `.T`."
-        )
-    if g.size > 1 and not w_is_zero and g.dtype.kind == "f":
-        k = float(np.vdot(w, g) / np.vdot(w, w))
-        if abs(k - 1) > 1e-3 and close(g, k * w):  # k ≈ 1 is a precision problem
-            return (
-                f"your output is off by a constant factor ≈ {k:.4g} "
-                f"(yours = {k:.4g} × expected)."
-            )
-        b = float(np.mean(g - w))
-        if abs(b) > 1e-3 * np.abs(w).max() and close(g, w + b):
-            return f"your output is off by a constant ≈ {b:.4g} (yours = expected + {b:.4g})."
-    return _generic_value_message(original, g, w, rtol, atol)
-
-
-def _generic_value_message(
-    original: np.ndarray, g: np.ndarray, w: np.ndarray, rtol: float, atol: float
-) -> str:
-    """How many values are wrong, the worst one, and the largest errors."""
-    wrong = ~np.isclose(g, w, rtol=rtol, atol=atol, equal_nan=True)
-    error = np.abs(g - w)
-    ranking = np.where(wrong, np.nan_to_num(error, nan=np.inf), -1.0)
-    worst = np.unravel_index(int(np.argmax(ranking)), g.shape)
-    yours, theirs = g[worst], w[worst]
-    if g.size == 1:
-        ratio = yours / theirs if theirs != 0 else np.nan
-        real_ratio = np.isfinite(ratio) and ratio.imag == 0
-        about = f" (ratio {float(ratio.real):.4g})" if real_ratio else ""
-        return f"wrong value: yours is {_number(yours)}, expected {_number(theirs)}{about}."
-    n_wrong, finite = int(wrong.sum()), wrong & np.isfinite(error)
-    nonzero = finite & (w != 0)
-    relative = float((error[nonzero] / np.abs(w[nonzero])).max()) if nonzero.any() else np.inf
-    details = [f"max absolute error {_number(error[finite].max())}"] if finite.any() else []
-    details += [f"max relative error {_number(relative)}"] if nonzero.any() else []
-    message = (
-        f"{n_wrong} of {g.size} values {'differs' if n_wrong == 1 else 'differ'} from the "
-        f"expected ones; the largest difference is{_index_text(worst)}: yours "
-        f"{_number(yours)}, expected {_number(theirs)}"
-        + (f" ({', '.join(details)})" if details else "")
-        + f". Tolerance: rtol={rtol:g}, atol={atol:g}."
-    )
-    low_precision = original.dtype in (np.float16, np.float32) and w.dtype == np.float64
-    if low_precision and relative < 1e-2:
-        message += f" Your output is {original.dtype}: compute in float64 for this precision."
-    return message
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def _case_label(index: int, total: int, case: Case, reference: Callable) -> str:
-    about = case.description or _summarize_arguments(case, reference)
-    return f"case {index + 1} of {total}" + (f" ({about})" if about else "")
-
-
-def _summarize_arguments(case: Case, reference: Callable) -> str:
-    names = _positional_names(reference)
-    parts = [
-        f"{names[i] if i < len(names) else f'arg{i + 1}'}={_summarize(v)}"
-        for i, v in enumerate(case.args)
-    ]
-    parts += [f"{key}={_summarize(v)}" for key, v in case.kwargs.items()]
-    return ", ".join(parts)
-
-
-def _summarize(value: Any) -> str:
-    if isinstance(value, np.ndarray) or _is_tensor(value):
-        kind = "array" if isinstance(value, np.ndarray) else "tensor"
-        return f"{kind} of shape {tuple(value.shape)}"
-    if isinstance(value, (bool, int, float, np.generic)):
-        return _number(value)
-    return _short_repr(value)
-
-
-def _positional_names(fn: Callable) -> list[str]:
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in parameters if p.kind in positional]
-
-
-def _signature(fn: Callable) -> str:
-    try:
-        return str(inspect.signature(fn))
-    except (TypeError, ValueError):
-        return "of the exercise"
-
-
-def _describe(value: Any) -> str:
-    """A short phrase for a student's output: 'a str 'abc'', 'an array of shape (3,) ...'."""
-    if isinstance(value, _Opaque):
-        return value.reason or _describe(value.value)
-    if value is None:
-        return "None"
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in _NUMERIC_KINDS:
-            return f"an array of {value.dtype} (not numbers)"
-        if value.ndim == 0:
-            return f"a number ({_number(value[()])})"
-        return f"an array of shape {value.shape} and dtype {value.dtype}"
-    if isinstance(value, tuple):
-        return f"a tuple of {len(value)} values"
-    return f"a `{type(value).__name__}` ({_short_repr(value)})"
 
 
 def _not_callable_message(name: str, value: Any) -> str:
@@ -909,40 +389,3 @@ def _bug_message(name: str, bug: _ExerciseBug | str) -> str:
         f"the checker for `{name}` is broken: {bug}. This is a bug in normbook, not in "
         "your code."
     )
-
-
-def _number(value: Any) -> str:
-    try:
-        return f"{value:.6g}"
-    except (TypeError, ValueError):
-        return _short_repr(value)
-
-
-def _index_text(index: tuple) -> str:
-    return f" at index [{', '.join(str(int(i)) for i in index)}]" if len(index) else ""
-
-
-def _short_repr(value: Any) -> str:
-    limits = reprlib.Repr()
-    limits.maxstring = limits.maxother = 60
-    try:
-        return limits.repr(value)
-    except Exception:
-        return f"<{type(value).__name__} object>"
-
-
-def _safe_str(value: Any) -> str:
-    try:
-        return str(value)
-    except Exception:
-        return ""
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _html_with_code(message: str) -> str:
-    """Escape a message for HTML, showing `backticked` spans as code."""
-    escaped = html.escape(message).replace("\n", "<br>")
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
