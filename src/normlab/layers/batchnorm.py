@@ -1,0 +1,363 @@
+"""Batch normalization as torch modules, with the backward pass written out by hand.
+
+- :class:`BatchNormFunction`: the training-mode forward and the analytic backward,
+  as a ``torch.autograd.Function``.
+- :class:`BatchNorm1d`, :class:`BatchNorm2d`: drop-in replacements for
+  ``torch.nn.BatchNorm1d`` and ``torch.nn.BatchNorm2d``: same constructor, same
+  parameters and buffers (so ``state_dict`` loads both ways), same train/eval semantics.
+
+The equations, per channel over the m values that share it (the batch and every
+spatial position), with the names used in ``normlab.functional``:
+
+    mu   = mean(x)                      batch mean                          (1)
+    var  = mean((x − mu)²)              biased batch variance                (2)
+    xhat = (x − mu) / √(var + ε)        normalized input                     (3)
+    y    = γ · xhat + β                 scale and shift                      (4)
+
+    dx = γ/σ · (dy − mean(dy) − xhat · mean(dy · xhat)),   σ = √(var + ε)   (5)
+    dγ = Σ dy · xhat,   dβ = Σ dy                                            (6)
+
+Chapter "BatchNorm: algebra, backpropagation, train vs inference".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormFunction"]
+
+
+def _channel_view(vector: Tensor, ndim: int) -> Tensor:
+    """A (C,) vector viewed as (1, C, 1, ...) so it broadcasts against an ndim-D input."""
+    return vector.view((1, -1) + (1,) * (ndim - 2))
+
+
+def _reduction_dims(ndim: int) -> tuple[int, ...]:
+    """The axes batch statistics pool over: the batch axis and every spatial axis."""
+    return (0,) + tuple(range(2, ndim))
+
+
+def _addcmul_per_channel(shift: Tensor, input: Tensor, scale: Tensor, out: Tensor | None = None) -> Tensor:
+    """shift + input · scale, with shift and scale (C,) vectors, optionally written into out.
+
+    For (N, C) input this is one fused pass of ``torch.addcmul``. With spatial axes both
+    vectors broadcast along the innermost axis, where torch's CPU addcmul kernel is not
+    vectorized (about 4x slower at (32, 64, 32, 32)), so a multiply and an in-place add
+    do it instead.
+    """
+    ndim = input.dim()
+    shift, scale = _channel_view(shift, ndim), _channel_view(scale, ndim)
+    if ndim == 2:
+        return torch.addcmul(shift, input, scale, out=out)
+    return torch.mul(input, scale, out=out).add_(shift)
+
+
+class BatchNormFunction(torch.autograd.Function):
+    r"""Training-mode batch normalization with the analytic backward pass.
+
+    ``BatchNormFunction.apply(input, weight, bias, eps)`` normalizes ``input`` of shape
+    (N, C, \*) per channel with the statistics of this batch (equations 1–4 of the
+    module docstring) and returns ``(output, mean, var)``: ``mean`` and ``var`` are the
+    (C,) batch mean and *biased* batch variance, returned (not differentiable) so the
+    caller can update running estimates without computing them twice. ``weight`` and
+    ``bias`` may be ``None`` (γ = 1, β = 0).
+
+    The backward pass does not differentiate through the graph of the forward; it
+    implements the closed form, summing over the batch and spatial axes:
+
+    .. math::
+
+        \frac{\partial L}{\partial x} = \frac{\gamma}{\sigma}\Big(dy - \mathrm{mean}(dy)
+            - \hat{x}\,\mathrm{mean}(dy\,\hat{x})\Big), \qquad
+        \frac{\partial L}{\partial \gamma} = \sum dy\,\hat{x}, \qquad
+        \frac{\partial L}{\partial \beta} = \sum dy.
+
+    It saves x̂ and 1/σ (and γ) for the backward, nothing else. First derivatives
+    only: differentiating the backward again is not supported.
+    Derived in chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        ndim, dims = input.dim(), _reduction_dims(input.dim())
+        mean = input.mean(dims)  # (1)
+        xhat = input - _channel_view(mean, ndim)  # x − mu; becomes xhat below
+        output = torch.mul(xhat, xhat)  # (x − mu)², in the buffer that will hold y
+        var = output.mean(dims)  # (2), two-pass: no cancellation
+        invstd = torch.rsqrt(var + eps)  # 1/σ
+        xhat.mul_(_channel_view(invstd, ndim))  # (3)
+        if weight is not None and bias is not None:
+            _addcmul_per_channel(bias, xhat, weight, out=output)  # (4)
+        elif weight is not None:
+            torch.mul(xhat, _channel_view(weight, ndim), out=output)
+        elif bias is not None:
+            torch.add(xhat, _channel_view(bias, ndim), out=output)
+        else:
+            output.copy_(xhat)  # a copy, so an in-place op on y cannot change the saved xhat
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.dims = dims
+        ctx.m = input.numel() // max(input.shape[1], 1)  # values per channel
+        ctx.mark_non_differentiable(mean, var)
+        ctx.set_materialize_grads(False)
+        return output, mean, var
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_output: Tensor | None, _grad_mean: Tensor | None, _grad_var: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        if grad_output is None:
+            return None, None, None, None
+        xhat, invstd, weight = ctx.saved_tensors
+        ndim, dims, m = xhat.dim(), ctx.dims, ctx.m
+        need_input, need_weight, need_bias, _ = ctx.needs_input_grad
+        grad_bias = grad_output.sum(dims)  # Σ dy                                  (6)
+        grad_input = torch.mul(grad_output, xhat)  # dy·xhat, in the buffer that will hold dx
+        grad_weight = grad_input.sum(dims)  # Σ dy·xhat                            (6)
+        if need_input:
+            scale = invstd if weight is None else weight * invstd  # γ/σ
+            # (5) as  dx = [−γ/σ·mean(dy)] + xhat·[−γ/σ·mean(dy·xhat)] + γ/σ·dy,
+            # written in place over the dx buffer:
+            minus_scale_over_m = scale / -m
+            _addcmul_per_channel(minus_scale_over_m * grad_bias, xhat, minus_scale_over_m * grad_weight,
+                                 out=grad_input)
+            grad_input.addcmul_(grad_output, _channel_view(scale, ndim))
+        else:
+            grad_input = None
+        return (
+            grad_input,
+            grad_weight if need_weight else None,
+            grad_bias if need_bias else None,
+            None,
+        )
+
+
+class _BatchNorm(nn.Module):
+    r"""Shared logic of :class:`BatchNorm1d` and :class:`BatchNorm2d`.
+
+    Training mode (or no running estimates): normalize with the statistics of the
+    batch, ``y = (x − mean) / √(var + ε) · γ + β`` with the biased variance, through
+    :class:`BatchNormFunction`; if running estimates are tracked, move them towards the
+    batch's, with the *unbiased* variance var · m/(m − 1):
+
+    .. math::
+
+        \hat{\mu} \leftarrow (1 - \text{momentum})\,\hat{\mu} + \text{momentum}\,\mu_t,
+
+    or, with ``momentum=None``, the cumulative average (momentum = 1/num_batches_tracked).
+    Eval mode with running estimates: the fixed affine map
+    ``y = x · γ/√(running_var + ε) + (β − running_mean · γ/√(running_var + ε))``.
+    Subclasses only say which input dimensions they accept.
+    Derived in chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    """
+
+    _version = 2  # torch's: state_dict metadata of the two modules are the same
+    num_features: int
+    eps: float
+    momentum: float | None
+    affine: bool
+    track_running_stats: bool
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        if affine:
+            self.weight = nn.Parameter(torch.empty(num_features, **factory_kwargs))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(num_features, **factory_kwargs))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory_kwargs))
+            self.register_buffer("running_var", torch.ones(num_features, **factory_kwargs))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, no batches seen."""
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """Reset the running estimates, and γ = 1, β = 0 (the identity map on xhat)."""
+        self.reset_running_stats()
+        if self.affine:
+            nn.init.ones_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        self._check_num_channels(input)
+        # As torch: batch statistics in training mode, and in eval mode when there are no
+        # running estimates; running estimates are updated only in training mode, and only
+        # when track_running_stats is (still) True.
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        if not use_batch_stats:
+            return self._normalize_with_running_stats(input)
+        self._check_batch_size(input)
+        output, mean, var = BatchNormFunction.apply(input, self.weight, self.bias, self.eps)
+        if self.training and self.track_running_stats and self.running_mean is not None:
+            self._update_running_stats(input, mean, var)
+        return output
+
+    def _normalize_with_running_stats(self, input: Tensor) -> Tensor:
+        """Eval mode: the affine map x · scale + shift with the running estimates."""
+        scale = torch.rsqrt(self.running_var + self.eps)
+        if self.weight is not None:
+            scale = self.weight * scale
+        shift = -self.running_mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        return _addcmul_per_channel(shift, input, scale)
+
+    @torch.no_grad()
+    def _update_running_stats(self, input: Tensor, mean: Tensor, var: Tensor) -> None:
+        """Move the running estimates towards the batch mean and unbiased batch variance."""
+        empty = input.numel() == 0  # an empty batch counts, but carries no statistics (as torch)
+        # var = mean((x − mean)²) is NaN or Inf whenever the input or the mean is; one sum and
+        # one sync test it, and the per-channel test runs only if that sum is not finite.
+        if not empty and not math.isfinite(var.sum().item()) and not bool(torch.isfinite(var).all()):
+            self._raise_non_finite(input)
+        if self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        if empty:
+            return
+        if self.momentum is None:  # cumulative moving average
+            factor = 1.0 / float(self.num_batches_tracked)
+        else:  # exponential moving average
+            factor = self.momentum
+        m = input.numel() // input.shape[1]
+        self.running_mean.lerp_(mean, factor)
+        self.running_var.lerp_(var * (m / (m - 1)), factor)
+
+    def _raise_non_finite(self, input: Tensor) -> None:
+        if torch.isfinite(input).all():
+            problem = f"the batch variance of input of shape {tuple(input.shape)} overflowed to inf"
+            fix = "Rescale the input (or train in float64)"
+        else:
+            problem = f"got input of shape {tuple(input.shape)} containing NaN or Inf"
+            fix = "Find where the NaN or Inf comes from (often a learning rate that is too large)"
+        raise ValueError(
+            f"{type(self).__name__} {problem} in training mode; its batch statistics would "
+            f"poison running_mean and running_var, which eval() uses. {fix}, or construct "
+            f"the layer with track_running_stats=False."
+        )
+
+    def _check_num_channels(self, input: Tensor) -> None:
+        if input.shape[1] != self.num_features:
+            raise ValueError(
+                f"{type(self).__name__} was built with num_features={self.num_features} but got input of "
+                f"shape {tuple(input.shape)} with {input.shape[1]} channels in dimension 1. Build it with "
+                f"num_features={input.shape[1]}, or put the channels in dimension 1 (N, C, ...)."
+            )
+
+    def _check_batch_size(self, input: Tensor) -> None:
+        values_per_channel = input.shape[0] * math.prod(input.shape[2:])
+        if values_per_channel == 1:
+            if self.training:
+                raise ValueError(
+                    "BatchNorm needs more than one value per channel in training mode; got input of shape "
+                    f"{tuple(input.shape)}. Use eval() or a batch larger than 1."
+                )
+            raise ValueError(
+                "BatchNorm needs more than one value per channel when it has no running statistics "
+                f"(track_running_stats=False); got input of shape {tuple(input.shape)}. Use a batch larger "
+                "than 1, or track_running_stats=True and eval()."
+            )
+
+
+class BatchNorm1d(_BatchNorm):
+    r"""Batch normalization over a 2D input (N, C) or a 3D input (N, C, L).
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
+
+    Statistics are per feature C, over the batch (and the length L for 3D input). A
+    drop-in replacement for ``torch.nn.BatchNorm1d``: same arguments
+    ``(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+    device=None, dtype=None, *, bias=True)``, same parameters ``weight``, ``bias`` and
+    buffers ``running_mean``, ``running_var``, ``num_batches_tracked``, same train/eval
+    behaviour (see :class:`_BatchNorm`), so state dicts load both ways.
+
+    >>> bn = BatchNorm1d(64)
+    >>> bn(torch.randn(32, 64)).shape
+    torch.Size([32, 64])
+
+    Derived in chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() not in (2, 3):
+            hint = " For images (N, C, H, W) use BatchNorm2d." if input.dim() == 4 else ""
+            raise ValueError(
+                f"BatchNorm1d expects 2D input (N, C) or 3D input (N, C, L); got {input.dim()}D input "
+                f"of shape {tuple(input.shape)}.{hint}"
+            )
+
+
+class BatchNorm2d(_BatchNorm):
+    r"""Batch normalization over a 4D input (N, C, H, W), per channel C.
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
+
+    Statistics are per channel over the batch and every pixel, m = N·H·W values each.
+    A drop-in replacement for ``torch.nn.BatchNorm2d``, with the same arguments,
+    parameters, buffers and train/eval behaviour as :class:`BatchNorm1d`.
+
+    >>> bn = BatchNorm2d(16)
+    >>> bn(torch.randn(8, 16, 5, 5)).shape
+    torch.Size([8, 16, 5, 5])
+
+    Derived in chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() != 4:
+            hint = " For (N, C) or (N, C, L) input use BatchNorm1d." if input.dim() in (2, 3) else ""
+            raise ValueError(
+                f"BatchNorm2d expects 4D input (N, C, H, W); got {input.dim()}D input of shape "
+                f"{tuple(input.shape)}.{hint}"
+            )
