@@ -1,7 +1,14 @@
 """Seeded, reusable experiments; each returns a small record of arrays.
 
 Notebooks plot the records; tests run the same functions over several seeds and check
-the claims the chapters make. One module per chapter.
+the claims the chapters make. One module per chapter:
+
+- :mod:`normlab.experiments.conditioning`: "Why normalize?" (re-exported here).
+- :mod:`normlab.experiments.batchnorm_algebra`: "Batch normalization: the algebra ...".
+- :mod:`normlab.experiments.batchnorm`: "Batch normalization in practice" (Ioffe & Szegedy
+  at CPU scale), with one claim function per acceptance criterion.
+
+Import a chapter's module by name: ``from normlab.experiments import batchnorm``.
 """
 
 from normlab.experiments.conditioning import (

@@ -1,0 +1,177 @@
+"""Measurements of a network while it trains, taken by hooks that leave it as they found it.
+
+- :class:`ActivationPercentiles`: percentiles of chosen units' activations over a fixed
+  probe batch, recorded at chosen steps (Ioffe & Szegedy 2015, Figure 1(b, c)).
+
+A probe is a training hook with the signature ``hook(step, model, loss)`` of
+:func:`normlab.train.train`; it can also be called by hand (for example at step 0,
+before training starts) through its ``record`` method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ActivationPercentiles"]
+
+_WHERE = ("output", "input")
+
+
+class ActivationPercentiles:
+    """Percentiles over a fixed probe batch of some units of one module, step by step.
+
+    At each chosen step the probe runs ``model(probe)`` in eval mode under
+    ``torch.no_grad()`` with a temporary forward hook on ``module``, takes the tensor
+    the module returns (``where="output"``) or the first tensor it is called with
+    (``where="input"``), and for each unit ``u`` in ``units`` computes the
+    percentiles ``q`` of the values of unit ``u`` over the probe batch:
+
+        percentiles[t, i, j] = percentile_{q_j}( a[:, units[i]] )   at step steps[t],
+
+    with NumPy's default (linear) interpolation. Units are indices along dimension 1
+    (features of an (N, C) activation, channels of an (N, C, ...) one, pooled over
+    the batch and every other position). Afterwards the hook is removed and every
+    submodule's train/eval flag is restored, so the training step that follows is
+    unchanged; the probe batch never reaches the optimizer and, in eval mode, never
+    updates BatchNorm's running statistics.
+
+    To watch the input of a nonlinearity (the quantity of Ioffe & Szegedy's
+    Figure 1(b, c)) hook the nonlinearity with ``where="input"``: in a network
+    built by :func:`normlab.models.mlp` that is the BatchNorm output when the
+    network has BatchNorm, and the Linear output when it has none.
+
+    Steps: ``every=k`` records at every step divisible by k; ``at_steps`` records
+    exactly at the steps listed (give one or the other). Step 0 is never passed by
+    :func:`normlab.train.train`; call ``probe.record(0, model)`` before training to
+    include the initial network.
+
+    For example, with ``net`` built by ``normlab.models.mlp`` and ``ds`` a dataset::
+
+        probe = ActivationPercentiles(net.act2, ds.x_test, units=[0, 1, 2], where="input", every=10)
+        probe.record(0, net)
+        history = train(net, ds, steps=100, lr=0.1, hooks=[probe])
+        probe.steps.shape, probe.percentiles.shape   # (11,), (11, 3, 3)
+
+    Used in chapter "Batch normalization" (Figure 1 of the paper) and chapter
+    "Internal covariate shift".
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        probe: Tensor,
+        units: Sequence[int] | None = None,
+        q: Sequence[float] = (15.0, 50.0, 85.0),
+        *,
+        every: int | None = 1,
+        at_steps: Iterable[int] | None = None,
+        where: str = "output",
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be an nn.Module to hook; got {type(module).__name__}.")
+        if not isinstance(probe, Tensor) or probe.ndim < 1 or probe.shape[0] < 1:
+            raise ValueError("probe must be a non-empty tensor with the batch in dimension 0.")
+        self.q = np.asarray(q, dtype=np.float64)
+        if self.q.ndim != 1 or self.q.size == 0 or np.any((self.q < 0) | (self.q > 100)):
+            raise ValueError(f"q must be a non-empty sequence of percentiles in [0, 100]; got {list(q)}.")
+        if where not in _WHERE:
+            raise ValueError(f"where must be one of {list(_WHERE)}; got {where!r}.")
+        if at_steps is not None:
+            self._at_steps: frozenset[int] | None = frozenset(int(s) for s in at_steps)
+            self.every = None
+        else:
+            if every is None or every < 1:
+                raise ValueError(f"every must be a positive number of steps (or give at_steps); got {every}.")
+            self._at_steps = None
+            self.every = int(every)
+        self.module = module
+        self.probe = probe.detach()
+        self.units = None if units is None else [int(u) for u in units]
+        self.where = where
+        self._steps: list[int] = []
+        self._values: list[np.ndarray] = []
+
+    # ------------------------------------------------------------------ recording
+
+    def wants(self, step: int) -> bool:
+        """True if ``step`` is one of the steps this probe records."""
+        if self._at_steps is not None:
+            return step in self._at_steps
+        return step % self.every == 0
+
+    def __call__(self, step: int, model: nn.Module, loss: float | None = None) -> None:
+        """The training hook: record at ``step`` if it is a chosen step."""
+        if self.wants(step):
+            self.record(step, model)
+
+    def record(self, step: int, model: nn.Module) -> None:
+        """Run the probe batch through ``model`` now and store the percentiles as ``step``."""
+        activation = self._capture(model)
+        values = activation.detach().to("cpu", torch.float64)
+        values = values.movedim(1, -1).reshape(-1, values.shape[1]) if values.ndim > 1 else values[:, None]
+        if self.units is not None:
+            if any(not -values.shape[1] <= u < values.shape[1] for u in self.units):
+                raise IndexError(
+                    f"units {self.units} out of range for an activation with {values.shape[1]} units in dimension 1."
+                )
+            values = values[:, self.units]
+        # (Q, U) -> (U, Q)
+        self._values.append(np.percentile(values.numpy(), self.q, axis=0).T)
+        self._steps.append(int(step))
+
+    def _capture(self, model: nn.Module) -> Tensor:
+        captured: list[Tensor] = []
+
+        def on_output(_module: nn.Module, _inputs: tuple, output: object) -> None:
+            captured.append(_first_tensor(output, "output"))
+
+        def on_input(_module: nn.Module, inputs: tuple) -> None:
+            captured.append(_first_tensor(inputs, "input"))
+
+        modes = [(m, m.training) for m in model.modules()]
+        if self.where == "output":
+            handle = self.module.register_forward_hook(on_output)
+        else:
+            handle = self.module.register_forward_pre_hook(on_input)
+        try:
+            model.eval()
+            device = next((p.device for p in model.parameters()), self.probe.device)
+            with torch.no_grad():
+                model(self.probe.to(device))
+        finally:
+            handle.remove()
+            for m, training in modes:
+                m.training = training
+        if not captured:
+            raise RuntimeError(
+                f"The hooked module ({type(self.module).__name__}) was not called when the model ran on the "
+                "probe batch; pass a module that is part of the model's forward pass."
+            )
+        return captured[0]
+
+    # ------------------------------------------------------------------ results
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(time,) the steps recorded, in the order they were recorded."""
+        return np.asarray(self._steps, dtype=np.int64)
+
+    @property
+    def percentiles(self) -> np.ndarray:
+        """(time, unit, q) percentiles ``q`` of each unit over the probe batch at each recorded step."""
+        if not self._values:
+            num_units = len(self.units) if self.units is not None else 0
+            return np.empty((0, num_units, self.q.size))
+        return np.stack(self._values)
+
+
+def _first_tensor(value: object, what: str) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
+        return value[0]
+    raise TypeError(f"ActivationPercentiles can only record a tensor {what}; got {type(value).__name__}.")
