@@ -138,8 +138,8 @@ standardize_columns = make_checker(Exercise(
         Mistake("rows", lambda x: (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True),
                 "You normalized each row (sample). Features are columns: use axis=0."),
         Mistake("not centred", lambda x: x / x.std(axis=0),
-                "You scaled but did not subtract the mean; a non-zero mean adds a large "
-                "eigenvalue to XᵀX/n (see the 'centered' row of the table)."),
+                "You scaled but did not subtract the mean. A column with a non-zero mean "
+                "adds a large eigenvalue to XᵀX/n (LeCun et al. 1998): centre it first."),
         Mistake("variance", lambda x: (x - x.mean(axis=0)) / x.var(axis=0),
                 "You divided by the variance; divide by the standard deviation."),
         Mistake("sample std", lambda x: (x - x.mean(axis=0)) / x.std(axis=0, ddof=1),
