@@ -16,6 +16,14 @@ from normlab import functional as fn
 EPS = 1e-5
 
 
+def _assert_dx_close(actual, expected, dout, cache, rtol=1e-8):
+    """dx = γ/σ·(dout − mean(dout) − x̂·mean(dout·x̂)) is a difference of terms as large as the
+    naive gradient γ/σ·dout. When they cancel (m = 2 makes dx ~ 1e-9 of them), the error of
+    any implementation, torch's included, is set by those terms, not by dx: measure it so."""
+    cancelling = np.abs(fn.batch_norm_backward_naive(dout, cache)[0]).max()
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=1e-12 * cancelling)
+
+
 def _batch(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """x with per-channel offsets and scales spanning 10^-2..10^2, gamma of either sign and
     scale 10^-1..10^1, beta, and an upstream gradient dout."""
@@ -86,7 +94,7 @@ def test_backward_matches_torch_autograd_for_x_gamma_and_beta(shape, seed):
     dx, dgamma, dbeta = fn.batch_norm_backward(dout, cache)
     _, dx_t, dgamma_t, dbeta_t = _torch_forward_and_grads(x, gamma, beta, dout)
     assert dx.shape == x.shape and dgamma.shape == dbeta.shape == gamma.shape
-    _assert_close(dx, dx_t, rtol=1e-8)
+    _assert_dx_close(dx, dx_t, dout, cache)
     _assert_close(dgamma, dgamma_t)
     _assert_close(dbeta, dbeta_t)
 
@@ -98,7 +106,7 @@ def test_stepwise_chain_rule_equals_compact_backward(shape, seed):
     _, cache = fn.batch_norm_forward(x, gamma, beta)
     dx, dgamma, dbeta = fn.batch_norm_backward(dout, cache)
     dx_s, dgamma_s, dbeta_s = fn.batch_norm_backward_stepwise(dout, cache)
-    _assert_close(dx_s, dx, rtol=1e-8)
+    _assert_dx_close(dx_s, dx, dout, cache)
     _assert_close(dgamma_s, dgamma)
     _assert_close(dbeta_s, dbeta)
 
