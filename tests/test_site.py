@@ -114,3 +114,15 @@ def test_notebook_page_has_binder_and_colab_launch_links(page):
     _, tags = parse(page)
     assert any("mybinder.org" in h for h in tags.links)
     assert any("colab.research.google.com" in h for h in tags.links)
+
+
+@pytest.mark.parametrize("page", [p for p in notebook_pages() if "/0" in p])
+def test_chapter_has_the_books_shape(page):
+    """STYLE.md: what you will learn → ... → summary → exercises with folded solutions."""
+    html, _ = parse(page)
+    learn = html.find("What you will learn")
+    summary = html.find('<section id="summary"')
+    exercises = html.find('<section id="exercises"')
+    assert -1 < learn < summary < exercises, "missing or misordered: learn / summary / exercises"
+    assert html.count('class="exercise admonition"') >= 2, "a chapter needs exercises"
+    assert "dropdown" in html[exercises:], "solutions must be folded"
