@@ -13,6 +13,9 @@ For x of shape (N, D) the statistics are per feature over the batch; for x of sh
 (N, C, *spatial) they are per channel over the batch and every spatial position, so each
 channel pools m = N · prod(spatial) values. γ and β have shape (D,) or (C,).
 
+LayerNorm and GroupNorm (at the end of the module) take the same equations per example
+instead of per channel: chapter "LayerNorm and the normalizers that do not depend on the batch".
+
 No torch here: this module is the readable reference the torch layers are checked against.
 Chapter "BatchNorm: algebra, backpropagation, train vs inference".
 """
@@ -33,6 +36,12 @@ __all__ = [
     "batch_norm_inference",
     "update_running_stats",
     "fold_batch_norm",
+    "LayerNormCache",
+    "layer_norm_forward",
+    "layer_norm_backward",
+    "GroupNormCache",
+    "group_norm_forward",
+    "group_norm_backward",
 ]
 
 
@@ -359,3 +368,211 @@ def _check_dout(dout: ArrayLike, cache: BatchNormCache) -> np.ndarray:
         raise ValueError(f"dout has shape {dout.shape} but the forward input had shape "
                          f"{cache.x.shape}; pass the upstream gradient of the forward's output.")
     return dout
+
+
+# ----------------------------------------------------------------------------
+# normalizers that do not depend on the batch: LayerNorm and GroupNorm
+#
+# The same five equations as above, with the statistics taken per example instead of per
+# channel: LayerNorm over the features of one example (the last axis), GroupNorm over one
+# group of channels and every spatial position of one example. No value of another example
+# enters, so training and inference are the same computation and a batch of one is fine.
+
+
+class LayerNormCache(NamedTuple):
+    """What ``layer_norm_forward`` saves for the backward pass.
+
+    ``x`` and ``xhat`` have the input's shape (..., D); ``mu``, ``var`` and ``std`` have shape
+    x.shape[:-1], one entry per example; ``gamma`` has shape (D,); ``d`` = D is the number of
+    values each statistic pools.
+    """
+
+    x: np.ndarray
+    xhat: np.ndarray
+    mu: np.ndarray
+    var: np.ndarray
+    std: np.ndarray
+    gamma: np.ndarray
+    eps: float
+    d: int
+
+
+def layer_norm_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike,
+                       eps: float = 1e-5) -> tuple[np.ndarray, LayerNormCache]:
+    """Layer normalization (Ba, Kiros & Hinton 2016) over the last axis.
+
+    With statistics per example over its D features (normalized_shape = x.shape[-1:]):
+    mu = (1/D) Σ x,  var = (1/D) Σ (x − mu)²,  std = √(var + ε),
+    xhat = (x − mu) / std,  out = γ · xhat + β,  γ and β elementwise of shape (D,).
+
+    x has shape (..., D), at least 1-D: every leading axis is a batch axis. The same
+    computation in training and inference. Returns ``(out, cache)``; ``cache`` is a
+    ``LayerNormCache``.
+    Chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    x = _check_per_example_input(x, "LayerNorm", min_ndim=1, layout="(..., D)")
+    d = x.shape[-1]
+    gamma = _check_parameter_vector(gamma, "gamma", d, x.shape, "features on the last axis")
+    beta = _check_parameter_vector(beta, "beta", d, x.shape, "features on the last axis")
+    eps = _check_eps(eps)
+
+    mu = x.mean(axis=-1)                                          # (1) per example
+    xmu = x - mu[..., None]
+    var = (xmu ** 2).mean(axis=-1)                                # (2), biased: 1/D
+    std = np.sqrt(var + eps)                                      # (3)
+    xhat = xmu / std[..., None]                                   # (4)
+    out = gamma * xhat + beta                                     # (5), elementwise γ, β
+
+    cache = LayerNormCache(x=x, xhat=xhat, mu=mu, var=var, std=std, gamma=gamma, eps=eps, d=d)
+    return out, cache
+
+
+def layer_norm_backward(dout: ArrayLike,
+                        cache: LayerNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of layer normalization with respect to x, gamma and beta.
+
+    γ is elementwise over the normalized axis, so it does not factor out of the means as it
+    does in BatchNorm; it goes into the upstream gradient first. With ghat = dout · γ and
+    means over the D features of each example:
+
+    dx = (1/σ) · (ghat − mean(ghat) − xhat · mean(ghat · xhat)),   σ = √(var + ε),
+    dgamma = Σ dout · xhat,  dbeta = Σ dout   (sums over every leading axis).
+
+    Derivation: out_j = γ_j xhat_j + β_j, so ∂L/∂xhat_j = ghat_j. Each xhat_j depends on x_i
+    directly and through mu and var: ∂xhat_j/∂x_i = (δ_ij − 1/D − xhat_i xhat_j / D) / σ.
+    Summing ghat_j times that over j gives the line above: the BatchNorm formula with the
+    roles of batch and feature axes swapped and γ moved inside.
+    Chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    dout = _check_dout(dout, cache)
+    xhat = cache.xhat
+    lead = tuple(range(dout.ndim - 1))
+
+    dbeta = dout.sum(axis=lead)
+    dgamma = (dout * xhat).sum(axis=lead)
+    ghat = dout * cache.gamma
+    mean_ghat = ghat.mean(axis=-1, keepdims=True)
+    mean_ghat_xhat = (ghat * xhat).mean(axis=-1, keepdims=True)
+    dx = (ghat - mean_ghat - xhat * mean_ghat_xhat) / cache.std[..., None]
+    return dx, dgamma, dbeta
+
+
+class GroupNormCache(NamedTuple):
+    """What ``group_norm_forward`` saves for the backward pass.
+
+    ``x`` and ``xhat`` have the input's shape (N, C, *spatial); ``mu``, ``var`` and ``std``
+    have shape (N, G), one entry per example and group; ``gamma`` has shape (C,); ``m`` =
+    (C / G) · prod(spatial) is the number of values each statistic pools.
+    """
+
+    x: np.ndarray
+    xhat: np.ndarray
+    mu: np.ndarray
+    var: np.ndarray
+    std: np.ndarray
+    gamma: np.ndarray
+    num_groups: int
+    eps: float
+    m: int
+
+
+def group_norm_forward(x: ArrayLike, num_groups: int, gamma: ArrayLike, beta: ArrayLike,
+                       eps: float = 1e-5) -> tuple[np.ndarray, GroupNormCache]:
+    """Group normalization (Wu & He 2018).
+
+    The C channels are split into G = ``num_groups`` groups of C/G consecutive channels;
+    the statistics are per example per group, over its channels and every spatial position
+    (m = (C/G) · prod(spatial) values each):
+    mu = (1/m) Σ x,  var = (1/m) Σ (x − mu)²,  std = √(var + ε),
+    xhat = (x − mu) / std,  out = γ · xhat + β,  γ and β per channel, shape (C,).
+
+    G = 1 is LayerNorm over (C, *spatial) with per-channel γ, β; G = C is InstanceNorm.
+    x has shape (N, C, *spatial). Returns ``(out, cache)``; ``cache`` is a ``GroupNormCache``.
+    Chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    x = _check_per_example_input(x, "GroupNorm", min_ndim=2, layout="(N, C, *spatial)")
+    n, c = x.shape[:2]
+    num_groups = _check_num_groups(num_groups, c)
+    gamma = _check_parameter_vector(gamma, "gamma", c, x.shape, "channels on axis 1")
+    beta = _check_parameter_vector(beta, "beta", c, x.shape, "channels on axis 1")
+    eps = _check_eps(eps)
+
+    grouped = x.reshape(n, num_groups, -1)                        # (N, G, m)
+    mu = grouped.mean(axis=-1)                                    # (1) per example and group
+    xmu = grouped - mu[..., None]
+    var = (xmu ** 2).mean(axis=-1)                                # (2), biased: 1/m
+    std = np.sqrt(var + eps)                                      # (3)
+    xhat = (xmu / std[..., None]).reshape(x.shape)                # (4)
+    out = _per_channel(gamma, x.ndim) * xhat + _per_channel(beta, x.ndim)   # (5)
+
+    cache = GroupNormCache(x=x, xhat=xhat, mu=mu, var=var, std=std, gamma=gamma,
+                           num_groups=num_groups, eps=eps, m=grouped.shape[-1])
+    return out, cache
+
+
+def group_norm_backward(dout: ArrayLike,
+                        cache: GroupNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of group normalization with respect to x, gamma and beta.
+
+    The LayerNorm gradient applied group by group. With ghat = dout · γ (γ per channel) and
+    means over the m values of each example's group:
+
+    dx = (1/σ) · (ghat − mean(ghat) − xhat · mean(ghat · xhat)),   σ = √(var + ε),
+    dgamma = Σ dout · xhat,  dbeta = Σ dout   (per channel, over the batch and spatial axes).
+
+    Chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    dout = _check_dout(dout, cache)
+    n, ndim = dout.shape[0], dout.ndim
+    axes = _reduction_axes(ndim)
+
+    dbeta = dout.sum(axis=axes)
+    dgamma = (dout * cache.xhat).sum(axis=axes)
+    ghat = (dout * _per_channel(cache.gamma, ndim)).reshape(n, cache.num_groups, -1)
+    xhat = cache.xhat.reshape(ghat.shape)
+    mean_ghat = ghat.mean(axis=-1, keepdims=True)
+    mean_ghat_xhat = (ghat * xhat).mean(axis=-1, keepdims=True)
+    dx = (ghat - mean_ghat - xhat * mean_ghat_xhat) / cache.std[..., None]
+    return dx.reshape(dout.shape), dgamma, dbeta
+
+
+def _check_per_example_input(x: ArrayLike, name: str, min_ndim: int, layout: str) -> np.ndarray:
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name} expects input of shape {layout}, at least {min_ndim}-D; got shape "
+                         f"{tuple(x.shape)}.")
+    if x.size == 0:
+        raise ValueError(f"{name} got an empty input of shape {tuple(x.shape)}; "
+                         "pass at least one value per statistic.")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("the input x contains NaN or infinite values, so every statistic of its "
+                         "example would be NaN; check the data or the layer before.")
+    return x
+
+
+def _check_parameter_vector(v: ArrayLike, name: str, size: int, x_shape: tuple, what: str) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    if v.shape != (size,):
+        raise ValueError(f"{name} has shape {v.shape} but the input of shape {tuple(x_shape)} has "
+                         f"{size} {what}; pass {name} of shape ({size},).")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return v
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def _check_num_groups(num_groups: int, num_channels: int) -> int:
+    if int(num_groups) != num_groups or num_groups < 1:
+        raise ValueError(f"num_groups must be a positive integer; got {num_groups}")
+    num_groups = int(num_groups)
+    if num_channels % num_groups:
+        raise ValueError(
+            f"GroupNorm splits the channels into equal groups, but num_channels={num_channels} is not "
+            f"divisible by num_groups={num_groups}. Use one of the divisors of {num_channels}: "
+            f"{_divisors(num_channels)}.")
+    return num_groups

@@ -1,0 +1,558 @@
+"""The normalizers that do not depend on the batch, as torch modules with analytic backward.
+
+- :class:`LayerNormFunction`: normalization over the trailing dimensions of each example,
+  centred (LayerNorm) or not (RMSNorm), as a ``torch.autograd.Function``.
+- :class:`GroupNormFunction`: normalization per example per group of channels.
+- :class:`LayerNorm`, :class:`RMSNorm`, :class:`GroupNorm`, :class:`InstanceNorm1d`,
+  :class:`InstanceNorm2d`: drop-in replacements for their ``torch.nn`` namesakes: same
+  constructor, same parameters and buffers (so ``state_dict`` loads both ways), same
+  ``extra_repr``.
+
+The equations, per example over the n values that share a statistic (the trailing
+``normalized_shape`` for LayerNorm and RMSNorm; one group of channels and every spatial
+position for GroupNorm; one channel and every spatial position for InstanceNorm):
+
+    mu   = mean(x)                      (0 for RMSNorm)                      (1)
+    var  = mean((x − mu)²)              biased; mean(x²) for RMSNorm         (2)
+    xhat = (x − mu) / √(var + ε)        normalized input                     (3)
+    y    = γ · xhat + β                 γ, β elementwise or per channel      (4)
+
+    ĝ  = dy · γ
+    dx = 1/σ · (ĝ − mean(ĝ) − xhat · mean(ĝ · xhat)),  σ = √(var + ε)      (5)
+         (RMSNorm drops the − mean(ĝ): there is no mean to move)
+    dγ = Σ dy · xhat,   dβ = Σ dy     over every axis γ does not have       (6)
+
+Chapter "LayerNorm and the normalizers that do not depend on the batch".
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from normlab.layers.batchnorm import _BatchNorm, _channel_view
+
+__all__ = [
+    "GroupNorm",
+    "GroupNormFunction",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "LayerNorm",
+    "LayerNormFunction",
+    "RMSNorm",
+]
+
+
+def _sum_to(tensor: Tensor, shape: torch.Size) -> Tensor:
+    """Sum ``tensor`` over its leading dimensions down to the trailing ``shape``."""
+    return tensor.sum(tuple(range(tensor.dim() - len(shape)))) if tensor.dim() > len(shape) else tensor
+
+
+def _normalize(grouped: Tensor, center: bool, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Equations (1)–(3) over the last dimension of ``grouped``: (xhat, mean, var, 1/σ)."""
+    if center:
+        mean = grouped.mean(-1, keepdim=True)  # (1)
+        xhat = grouped - mean
+    else:
+        mean = torch.zeros_like(grouped[..., :1])
+        xhat = grouped.clone()
+    var = (xhat * xhat).mean(-1, keepdim=True)  # (2), two-pass: no cancellation
+    invstd = torch.rsqrt(var + eps)
+    xhat.mul_(invstd)  # (3)
+    return xhat, mean, var, invstd
+
+
+def _grad_input(grad_xhat: Tensor, xhat: Tensor, invstd: Tensor, center: bool) -> Tensor:
+    """Equation (5) over the last dimension, given ĝ = dy·γ in the grouped layout."""
+    grad_input = grad_xhat - xhat * (grad_xhat * xhat).mean(-1, keepdim=True)
+    if center:
+        grad_input.sub_(grad_xhat.mean(-1, keepdim=True))
+    return grad_input.mul_(invstd)
+
+
+class LayerNormFunction(torch.autograd.Function):
+    r"""Normalization over the trailing dimensions of each example, with the analytic backward.
+
+    ``LayerNormFunction.apply(input, normalized_ndim, weight, bias, eps, center)`` normalizes
+    ``input`` over its last ``normalized_ndim`` dimensions (equations 1–4 of the module
+    docstring), with ``weight`` and ``bias`` (each ``None`` or of the normalized shape)
+    applied elementwise. ``center=True`` is LayerNorm; ``center=False`` is RMSNorm, which
+    divides by :math:`\sqrt{\mathrm{mean}(x^2) + \epsilon}` and subtracts nothing.
+
+    The backward pass implements the closed form, means over the normalized dimensions and
+    :math:`\hat{g} = dy\,\gamma`:
+
+    .. math::
+
+        \frac{\partial L}{\partial x} = \frac{1}{\sigma}\Big(\hat{g} - \mathrm{mean}(\hat{g})
+            - \hat{x}\,\mathrm{mean}(\hat{g}\,\hat{x})\Big),
+
+    without the :math:`\mathrm{mean}(\hat{g})` term when ``center=False``;
+    :math:`\partial L/\partial\gamma = \sum dy\,\hat{x}` and
+    :math:`\partial L/\partial\beta = \sum dy` over the leading dimensions. First
+    derivatives only.
+    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, input: Tensor, normalized_ndim: int, weight: Tensor | None, bias: Tensor | None,
+        eps: float, center: bool,
+    ) -> Tensor:
+        lead_shape = input.shape[: input.dim() - normalized_ndim]
+        grouped = input.reshape(*lead_shape, math.prod(input.shape[input.dim() - normalized_ndim:]))
+        xhat, _, _, invstd = _normalize(grouped, center, eps)
+        xhat = xhat.view(input.shape)
+        if weight is not None:
+            output = xhat * weight if bias is None else torch.addcmul(bias, xhat, weight)  # (4)
+        else:
+            output = xhat + bias if bias is not None else xhat.clone()  # never the saved xhat
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.center = center
+        ctx.has_bias = bias is not None
+        ctx.set_materialize_grads(False)
+        return output
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor | None) -> tuple[Tensor | None, ...]:
+        if grad_output is None:
+            return None, None, None, None, None, None
+        xhat, invstd, weight = ctx.saved_tensors
+        need_input, _, need_weight, need_bias, _, _ = ctx.needs_input_grad
+        grad_input = grad_weight = grad_bias = None
+        lead_shape = invstd.shape[:-1]
+        if need_input:
+            grad_xhat = grad_output if weight is None else grad_output * weight  # ĝ
+            grouped_shape = (*lead_shape, math.prod(xhat.shape[len(lead_shape):]))
+            grad_input = _grad_input(
+                grad_xhat.reshape(grouped_shape), xhat.reshape(grouped_shape), invstd, ctx.center
+            ).view(xhat.shape)
+        if need_weight:
+            grad_weight = _sum_to(grad_output * xhat, weight.shape)  # (6)
+        if need_bias:
+            grad_bias = _sum_to(grad_output, xhat.shape[len(lead_shape):])  # (6)
+        return grad_input, None, grad_weight, grad_bias, None, None
+
+
+class GroupNormFunction(torch.autograd.Function):
+    r"""Group normalization with the analytic backward pass.
+
+    ``GroupNormFunction.apply(input, num_groups, weight, bias, eps)`` normalizes ``input`` of
+    shape (N, C, \*) per example over each of ``num_groups`` groups of C/G consecutive
+    channels and every spatial position, then applies the per-channel ``weight`` and
+    ``bias`` (either may be ``None``). Returns ``(output, mean, var)``; ``mean`` and ``var``
+    are the (N, G) statistics, biased variance, returned without gradient (InstanceNorm uses
+    them to update running estimates).
+
+    The backward pass is equation (5) per group, with :math:`\hat{g} = dy\,\gamma` per channel;
+    :math:`\partial L/\partial\gamma = \sum dy\,\hat{x}`, :math:`\partial L/\partial\beta =
+    \sum dy` over the batch and spatial axes. First derivatives only.
+    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, input: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        ndim = input.dim()
+        grouped = input.reshape(input.shape[0], num_groups, math.prod(input.shape[1:]) // num_groups)
+        xhat, mean, var, invstd = _normalize(grouped, True, eps)
+        xhat = xhat.view(input.shape)
+        if weight is not None and bias is not None:
+            output = torch.addcmul(_channel_view(bias, ndim), xhat, _channel_view(weight, ndim))  # (4)
+        elif weight is not None:
+            output = xhat * _channel_view(weight, ndim)
+        elif bias is not None:
+            output = xhat + _channel_view(bias, ndim)
+        else:
+            output = xhat.clone()
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.num_groups = num_groups
+        ctx.mark_non_differentiable(mean, var)
+        ctx.set_materialize_grads(False)
+        return output, mean.squeeze(-1), var.squeeze(-1)
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_output: Tensor | None, _grad_mean: Tensor | None, _grad_var: Tensor | None
+    ) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None]:
+        if grad_output is None:
+            return None, None, None, None, None
+        xhat, invstd, weight = ctx.saved_tensors
+        need_input, _, need_weight, need_bias, _ = ctx.needs_input_grad
+        ndim, dims = xhat.dim(), (0,) + tuple(range(2, xhat.dim()))
+        grad_input = grad_weight = grad_bias = None
+        if need_input:
+            grad_xhat = grad_output if weight is None else grad_output * _channel_view(weight, ndim)  # ĝ
+            grouped_shape = (xhat.shape[0], ctx.num_groups, math.prod(xhat.shape[1:]) // ctx.num_groups)
+            grad_input = _grad_input(
+                grad_xhat.reshape(grouped_shape), xhat.reshape(grouped_shape), invstd, center=True
+            ).view(xhat.shape)
+        if need_weight:
+            grad_weight = (grad_output * xhat).sum(dims)  # (6)
+        if need_bias:
+            grad_bias = grad_output.sum(dims)  # (6)
+        return grad_input, None, grad_weight, grad_bias, None
+
+
+def _as_shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(normalized_shape, numbers.Integral):
+        return (int(normalized_shape),)
+    return tuple(normalized_shape)
+
+
+def _check_trailing_shape(layer: nn.Module, input: Tensor) -> None:
+    shape = layer.normalized_shape
+    if tuple(input.shape[input.dim() - len(shape):]) != shape or input.dim() < len(shape):
+        got = tuple(input.shape[max(input.dim() - len(shape), 0):])
+        raise ValueError(
+            f"{type(layer).__name__} was built with normalized_shape={shape} but got input of shape "
+            f"{tuple(input.shape)}, whose last {len(shape)} dimension(s) are {got}. The normalized "
+            f"dimensions must come last: build it with normalized_shape={got}, or move them to the end."
+        )
+
+
+class LayerNorm(nn.Module):
+    r"""Layer normalization (Ba, Kiros & Hinton 2016) over the trailing ``normalized_shape``.
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
+
+    Statistics per example over the last ``len(normalized_shape)`` dimensions, biased
+    variance; γ and β elementwise, of shape ``normalized_shape``. The same computation in
+    training and eval mode. A drop-in replacement for ``torch.nn.LayerNorm``: same arguments
+    ``(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None,
+    dtype=None)``, same parameters ``weight`` and ``bias``; the backward is
+    :class:`LayerNormFunction`'s closed form.
+
+    >>> ln = LayerNorm(64)
+    >>> ln(torch.randn(8, 10, 64)).shape
+    torch.Size([8, 10, 64])
+
+    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+
+    normalized_shape: tuple[int, ...]
+    eps: float
+    elementwise_affine: bool
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.normalized_shape = _as_shape(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory_kwargs))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(self.normalized_shape, **factory_kwargs))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """γ = 1, β = 0: the identity map on xhat."""
+        if self.elementwise_affine:
+            nn.init.ones_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        _check_trailing_shape(self, input)
+        return LayerNormFunction.apply(input, len(self.normalized_shape), self.weight, self.bias, self.eps, True)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class RMSNorm(nn.Module):
+    r"""Root-mean-square normalization (Zhang & Sennrich 2019) over the trailing ``normalized_shape``.
+
+    .. math::
+
+        y = \frac{x}{\sqrt{\mathrm{mean}(x^2) + \epsilon}} \gamma
+
+    LayerNorm without the centring and without β. ``eps=None`` means, as in torch, the
+    machine epsilon of the computation type: ``torch.finfo(torch.float64).eps`` for float64
+    input and ``torch.finfo(torch.float32).eps`` for float32, float16 and bfloat16 input.
+    A drop-in replacement for ``torch.nn.RMSNorm``: same arguments ``(normalized_shape,
+    eps=None, elementwise_affine=True, device=None, dtype=None)``, same parameter
+    ``weight``; the backward is :class:`LayerNormFunction`'s closed form with ``center=False``.
+
+    >>> rms = RMSNorm(64)
+    >>> rms(torch.randn(8, 64)).shape
+    torch.Size([8, 64])
+
+    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+
+    normalized_shape: tuple[int, ...]
+    eps: float | None
+    elementwise_affine: bool
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.normalized_shape = _as_shape(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory_kwargs))
+        else:
+            self.register_parameter("weight", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """γ = 1."""
+        if self.elementwise_affine:
+            nn.init.ones_(self.weight)
+
+    def forward(self, input: Tensor) -> Tensor:
+        _check_trailing_shape(self, input)
+        eps = self.eps
+        if eps is None:  # torch's: the epsilon of the type the computation runs in
+            eps = torch.finfo(torch.float64 if input.dtype == torch.float64 else torch.float32).eps
+        return LayerNormFunction.apply(input, len(self.normalized_shape), self.weight, None, eps, False)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+class GroupNorm(nn.Module):
+    r"""Group normalization (Wu & He 2018) of input (N, C, \*).
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
+
+    The C channels are split into ``num_groups`` groups of C/G consecutive channels;
+    statistics are per example per group, over its channels and every spatial position.
+    γ and β are per channel. G = 1 is LayerNorm over (C, \*); G = C is InstanceNorm.
+    A drop-in replacement for ``torch.nn.GroupNorm``: same arguments ``(num_groups,
+    num_channels, eps=1e-5, affine=True, device=None, dtype=None, *, bias=True)``, same
+    parameters; the backward is :class:`GroupNormFunction`'s closed form.
+
+    >>> gn = GroupNorm(4, 16)
+    >>> gn(torch.randn(2, 16, 8, 8)).shape
+    torch.Size([2, 16, 8, 8])
+
+    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+
+    num_groups: int
+    num_channels: int
+    eps: float
+    affine: bool
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        if num_channels % num_groups != 0:
+            raise ValueError(
+                f"GroupNorm splits the channels into equal groups, but num_channels={num_channels} is not "
+                f"divisible by num_groups={num_groups}. Use one of the divisors of {num_channels}: "
+                f"{_divisors(num_channels)}."
+            )
+        self.num_groups = num_groups
+        self.num_channels = num_channels
+        self.eps = eps
+        self.affine = affine
+        if affine:
+            self.weight = nn.Parameter(torch.empty(num_channels, **factory_kwargs))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(num_channels, **factory_kwargs))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """γ = 1, β = 0."""
+        if self.affine:
+            nn.init.ones_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.dim() < 2:
+            raise ValueError(
+                f"GroupNorm expects input of shape (N, C, *) with at least 2 dimensions; got {input.dim()}D "
+                f"input of shape {tuple(input.shape)}. Add a batch dimension, e.g. x[None]."
+            )
+        if input.shape[1] != self.num_channels:
+            raise ValueError(
+                f"GroupNorm was built with num_channels={self.num_channels} but got input of shape "
+                f"{tuple(input.shape)} with {input.shape[1]} channels in dimension 1. Build it with "
+                f"num_channels={input.shape[1]}, or put the channels in dimension 1 (N, C, ...)."
+            )
+        output, _, _ = GroupNormFunction.apply(input, self.num_groups, self.weight, self.bias, self.eps)
+        return output
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class _InstanceNorm(_BatchNorm):
+    r"""Shared logic of :class:`InstanceNorm1d` and :class:`InstanceNorm2d`.
+
+    Statistics per example per channel, over the spatial positions only: GroupNorm with one
+    group per channel, through :class:`GroupNormFunction`. Constructor, parameters, buffers,
+    ``reset_parameters`` and ``extra_repr`` are BatchNorm's (as in torch, where both derive
+    from ``_NormBase``), with torch's InstanceNorm defaults ``affine=False,
+    track_running_stats=False``.
+
+    With ``track_running_stats=True``, as torch: in training mode the running estimates
+    move towards the batch average of the per-instance mean and *unbiased* variance
+    (``momentum=None`` leaves them where they are; ``num_batches_tracked`` is never
+    incremented), and eval mode normalizes with them like BatchNorm in eval mode.
+    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+
+    _no_batch_dim: int
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        feature_dim = input.dim() - self._no_batch_dim
+        if input.shape[feature_dim] != self.num_features:
+            message = (
+                f"{type(self).__name__} was built with num_features={self.num_features} but got input of "
+                f"shape {tuple(input.shape)} with {input.shape[feature_dim]} channels in dimension "
+                f"{feature_dim}. Build it with num_features={input.shape[feature_dim]}."
+            )
+            if self.affine or self.track_running_stats:
+                raise ValueError(message)
+            # as torch: without γ, β or running statistics num_features is never used
+            warnings.warn(message + " (num_features is unused with affine=False.)", stacklevel=2)
+        if input.dim() == self._no_batch_dim:
+            return self._instance_norm(input.unsqueeze(0)).squeeze(0)
+        return self._instance_norm(input)
+
+    def _instance_norm(self, input: Tensor) -> Tensor:
+        if not self.training and self.track_running_stats:
+            return self._normalize_with_running_stats(input)
+        if math.prod(input.shape[2:]) == 1:
+            raise ValueError(
+                f"{type(self).__name__} needs more than one spatial value per channel to compute "
+                f"statistics; got input of shape {tuple(input.shape)}. Use a longer input, or "
+                "track_running_stats=True and eval()."
+            )
+        output, mean, var = GroupNormFunction.apply(input, input.shape[1], self.weight, self.bias, self.eps)
+        if self.training and self.track_running_stats and self.momentum is not None:
+            m = math.prod(input.shape[2:])
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.mean(0), self.momentum)
+                self.running_var.lerp_((var * (m / (m - 1))).mean(0), self.momentum)
+        return output
+
+
+class InstanceNorm1d(_InstanceNorm):
+    r"""Instance normalization (Ulyanov et al. 2016) of input (N, C, L), or unbatched (C, L).
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
+
+    Statistics per example per channel over the length L. A drop-in replacement for
+    ``torch.nn.InstanceNorm1d``: same arguments ``(num_features, eps=1e-5, momentum=0.1,
+    affine=False, track_running_stats=False, device=None, dtype=None)``, same parameters
+    and buffers (see :class:`_InstanceNorm`).
+
+    >>> InstanceNorm1d(4)(torch.randn(2, 4, 10)).shape
+    torch.Size([2, 4, 10])
+
+    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+
+    _no_batch_dim = 2
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() not in (2, 3):
+            hint = " For images (N, C, H, W) use InstanceNorm2d." if input.dim() == 4 else ""
+            raise ValueError(
+                f"InstanceNorm1d expects 3D input (N, C, L) or unbatched 2D input (C, L); got {input.dim()}D "
+                f"input of shape {tuple(input.shape)}.{hint}"
+            )
+
+
+class InstanceNorm2d(_InstanceNorm):
+    r"""Instance normalization (Ulyanov et al. 2016) of input (N, C, H, W), or unbatched (C, H, W).
+
+    Statistics per example per channel over the H·W pixels. A drop-in replacement for
+    ``torch.nn.InstanceNorm2d``, with the same arguments, parameters and buffers as
+    :class:`InstanceNorm1d`.
+
+    >>> InstanceNorm2d(3)(torch.randn(2, 3, 8, 8)).shape
+    torch.Size([2, 3, 8, 8])
+
+    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+
+    _no_batch_dim = 3
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() not in (3, 4):
+            hint = " For (N, C, L) input use InstanceNorm1d." if input.dim() == 2 else ""
+            raise ValueError(
+                f"InstanceNorm2d expects 4D input (N, C, H, W) or unbatched 3D input (C, H, W); got "
+                f"{input.dim()}D input of shape {tuple(input.shape)}.{hint}"
+            )
