@@ -2,6 +2,9 @@
 
 - :class:`ActivationPercentiles`: percentiles of chosen units' activations over a fixed
   probe batch, recorded at chosen steps (Ioffe & Szegedy 2015, Figure 1(b, c)).
+- :func:`layer_statistics`: per-layer activation variance, gradient variance and dead
+  ReLU units from one forward and backward pass (:class:`LayerStats`).
+- :func:`jacobian_singular_values`: the singular values of the input-output Jacobian.
 
 A probe is a training hook with the signature ``hook(step, model, loss)`` of
 :func:`normlab.train.train`; it can also be called by hand (for example at step 0,
@@ -10,13 +13,14 @@ before training starts) through its ``record`` method.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ActivationPercentiles"]
+__all__ = ["ActivationPercentiles", "LayerStats", "jacobian_singular_values", "layer_statistics"]
 
 _WHERE = ("output", "input")
 
@@ -175,3 +179,156 @@ def _first_tensor(value: object, what: str) -> Tensor:
     if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
         return value[0]
     raise TypeError(f"ActivationPercentiles can only record a tensor {what}; got {type(value).__name__}.")
+
+
+# ---------------------------------------------------------------------- variance propagation
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Statistics of some layers' outputs and of the gradients flowing back into them.
+
+    Each array has one entry per layer, in the order the layers were given.
+    """
+
+    #: (layer,) Var[a_l]: variance of every value the layer outputs on the batch.
+    activation_variance: np.ndarray
+    #: (layer,) Var[dL/da_l]: variance of the loss's gradient with respect to those values.
+    gradient_variance: np.ndarray
+    #: (layer,) fraction of units (dimension 1) whose output is <= 0 for every example.
+    dead_fraction: np.ndarray
+
+
+def layer_statistics(
+    model: nn.Module,
+    x: Tensor,
+    layers: Sequence[nn.Module],
+    loss_fn: Callable[[Tensor], Tensor] | None = None,
+    *,
+    training: bool = True,
+) -> LayerStats:
+    """Activation and gradient variance, and dead units, of each layer on one batch.
+
+    Runs one forward pass of ``x`` and one backward pass of the loss
+    ``loss_fn(model(x))`` (by default L = sum(y^2) / 2, so dL/dy = y) and records,
+    for the output a_l of each module in ``layers`` (its first call if it is called
+    more than once):
+
+        activation_variance[l] = Var[a_l]          over every value (batch, units, positions)
+        gradient_variance[l]   = Var[dL/da_l]      likewise, about the mean, without Bessel's correction
+        dead_fraction[l]       = (1/U) #{u : a_l[n, u, ...] <= 0 for every example n and position}
+
+    The variances are the quantities whose layer-to-layer ratios Xavier and He
+    initialization hold at one, forward and backward. A unit is a slice along
+    dimension 1 (a feature of a Linear output, a channel of a Conv output). Hook a
+    ReLU, or the Linear that feeds one (such as those of
+    :func:`normlab.models.hidden_linear_layers`), and ``dead_fraction`` is the
+    fraction of dead ReLU units on the batch: units that pass no signal and no
+    gradient for any example. For other nonlinearities it has no such meaning.
+
+    The passes run with every submodule in training mode (``training=True``:
+    BatchNorm uses batch statistics, dropout is on) or in eval mode. The gradients
+    come from :func:`torch.autograd.grad`, so parameters' ``.grad`` are untouched;
+    afterwards the hooks are removed, buffers (BatchNorm's running statistics) are
+    restored and every submodule's train/eval flag is as it was. The hooks hand the
+    rest of the network a copy of each recorded output, so an in-place operation
+    downstream cannot change what is recorded.
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    layers = list(layers)
+    if not layers:
+        raise ValueError(
+            "layers is empty; pass the modules whose outputs to measure, e.g. hidden_linear_layers(model)."
+        )
+    if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError("x must be a non-empty tensor with the batch in dimension 0.")
+    for layer in layers:
+        if not isinstance(layer, nn.Module):
+            raise TypeError(f"Every entry of layers must be an nn.Module to hook; got {type(layer).__name__}.")
+
+    outputs: dict[int, Tensor] = {}
+
+    def hook_for(index: int) -> Callable[[nn.Module, tuple, object], Tensor | None]:
+        def on_output(_module: nn.Module, _inputs: tuple, output: object) -> Tensor | None:
+            if index in outputs:
+                return None
+            if not isinstance(output, Tensor):
+                raise TypeError(
+                    f"layer_statistics needs each layer to return a single tensor; layer {index} "
+                    f"({type(_module).__name__}) returned {type(output).__name__}."
+                )
+            outputs[index] = output
+            return output.clone()
+
+        return on_output
+
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    handles = [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(layers)]
+    try:
+        model.train(training)
+        with torch.enable_grad():
+            y = model(x)
+            loss = 0.5 * y.pow(2).sum() if loss_fn is None else loss_fn(y)
+            missing = [i for i in range(len(layers)) if i not in outputs]
+            if missing:
+                raise RuntimeError(
+                    f"layers {missing} were not called when the model ran on x; pass modules that are part of the "
+                    "model's forward pass."
+                )
+            captured = [outputs[i] for i in range(len(layers))]
+            if not all(a.requires_grad for a in captured) or loss.ndim != 0:
+                raise ValueError(
+                    "layer_statistics needs a scalar loss that depends on every layer's output through autograd; "
+                    f"got a loss of shape {tuple(loss.shape)}, or a layer whose output does not require grad."
+                )
+            grads = torch.autograd.grad(loss, captured, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        for m, was_training in modes:
+            m.training = was_training
+
+    activation_variance, gradient_variance, dead_fraction = [], [], []
+    for a, g in zip(captured, grads):
+        a = a.detach().to(torch.float64)
+        g = torch.zeros_like(a) if g is None else g.detach().to(torch.float64)
+        activation_variance.append(a.var(correction=0).item())
+        gradient_variance.append(g.var(correction=0).item())
+        units = a.movedim(1, -1).reshape(-1, a.shape[1]) if a.ndim > 1 else a[:, None]
+        dead_fraction.append((units <= 0).all(dim=0).double().mean().item())
+    return LayerStats(
+        activation_variance=np.asarray(activation_variance),
+        gradient_variance=np.asarray(gradient_variance),
+        dead_fraction=np.asarray(dead_fraction),
+    )
+
+
+def jacobian_singular_values(model: nn.Module, x: Tensor) -> np.ndarray:
+    """Singular values of the input-output Jacobian J = dy/dx of ``model`` at one input.
+
+    ``x`` is a single example without a batch dimension; the network is evaluated
+    as f(x) = model(x[None])[0] in eval mode (every submodule's flag is restored
+    afterwards), J is computed by reverse mode with :func:`torch.func.jacrev` and
+    flattened to a (output size, input size) matrix. Returns its singular values in
+    descending order, as float64. For a linear network W_L ... W_1 x + b these are
+    the singular values of the product W_L ... W_1; dynamical isometry (Saxe et al.
+    2014; Pennington et al. 2017) means all of them are close to 1. Costs one
+    backward pass per output, so it is meant for small networks.
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    if not isinstance(x, Tensor) or x.numel() == 0:
+        raise ValueError("x must be a non-empty tensor holding one example, without a batch dimension.")
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        jacobian = torch.func.jacrev(lambda v: model(v.unsqueeze(0)).squeeze(0))(x.detach())
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+    out_size = jacobian.numel() // x.numel()
+    matrix = jacobian.detach().to("cpu", torch.float64).reshape(out_size, x.numel())
+    return torch.linalg.svdvals(matrix).numpy()

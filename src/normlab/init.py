@@ -1,0 +1,338 @@
+"""Weight initialization schemes, written out from their variance formulas.
+
+Names and signatures follow :mod:`torch.nn.init`, so ``normlab.init.kaiming_normal_``
+can replace ``torch.nn.init.kaiming_normal_`` anywhere; every scheme fills a tensor
+in place under ``torch.no_grad()``, returns it, and takes an optional
+``generator`` to draw from. Nothing here calls :mod:`torch.nn.init`.
+
+- :func:`calculate_gain`: the gain that keeps a nonlinearity's output variance steady.
+- :func:`calculate_fan_in_and_fan_out`: fans of a Linear or Conv weight.
+- :func:`zeros_`, :func:`normal_`: the constant and plain Gaussian fills.
+- :func:`xavier_uniform_`, :func:`xavier_normal_`: Var[W] = gain^2 * 2 / (fan_in + fan_out).
+- :func:`kaiming_uniform_`, :func:`kaiming_normal_`: Var[W] = gain^2 / fan.
+- :func:`orthogonal_`: a (semi-)orthogonal matrix times gain.
+- :func:`lsuv_`: layer-sequential unit-variance rescaling of a whole model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "calculate_fan_in_and_fan_out",
+    "calculate_gain",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "lsuv_",
+    "normal_",
+    "orthogonal_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "zeros_",
+]
+
+#: Nonlinearities whose gain is 1: the linear maps, and the sigmoid (as in torch).
+_UNIT_GAIN = (
+    "linear",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "sigmoid",
+)
+_NONLINEARITIES = (*_UNIT_GAIN, "tanh", "relu", "leaky_relu", "selu")
+_MODES = ("fan_in", "fan_out")
+
+#: Layers that :func:`lsuv_` orthogonalizes and rescales.
+_LSUV_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
+    """The gain g that keeps activations' variance steady through ``nonlinearity``.
+
+    Schemes multiply their standard deviation by g so that a layer followed by the
+    nonlinearity neither shrinks nor grows the signal's second moment:
+
+        linear, conv*, sigmoid: 1     tanh: 5/3     relu: sqrt(2)
+        leaky_relu: sqrt(2 / (1 + negative_slope^2))  (``param``, default 0.01)
+        selu: 3/4
+
+    The ReLU value follows from E[relu(z)^2] = Var[z] / 2 for a symmetric z (He et
+    al. 2015); the values match :func:`torch.nn.init.calculate_gain`.
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    if nonlinearity in _UNIT_GAIN:
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        if param is None:
+            negative_slope = 0.01
+        elif isinstance(param, (int, float)) and not isinstance(param, bool):
+            negative_slope = param
+        else:
+            raise ValueError(f"leaky_relu's negative slope (param) must be a number; got {param!r}.")
+        return math.sqrt(2.0 / (1 + negative_slope**2))
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    raise ValueError(f"Unknown nonlinearity {nonlinearity!r}; choose one of {list(_NONLINEARITIES)}.")
+
+
+def calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
+    """Fan-in and fan-out of a weight of shape (out, in, *kernel).
+
+    fan_in = in * prod(kernel) and fan_out = out * prod(kernel): the number of
+    inputs that feed one output unit and of outputs one input unit feeds, for a
+    Linear weight (out, in) and a Conv weight (out, in / groups, k1, k2, ...).
+    Computed as :mod:`torch.nn.init` computes it (a ConvTranspose weight, stored
+    as (in, out / groups, *kernel), therefore has its fans swapped, as in torch).
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    if tensor.dim() < 2:
+        raise ValueError(
+            f"Fan-in and fan-out need a weight with at least 2 dimensions (out, in, *kernel); got a tensor of shape "
+            f"{tuple(tensor.shape)}. Initialize biases and 1-d parameters with zeros_ or normal_ instead."
+        )
+    receptive_field = math.prod(tensor.shape[2:])
+    return tensor.shape[1] * receptive_field, tensor.shape[0] * receptive_field
+
+
+def _fan(tensor: Tensor, mode: str) -> int:
+    if mode not in _MODES:
+        raise ValueError(f"Unknown mode {mode!r}; choose one of {list(_MODES)}.")
+    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
+    return fan_in if mode == "fan_in" else fan_out
+
+
+def zeros_(tensor: Tensor) -> Tensor:
+    """Fill ``tensor`` with zeros (the usual bias initialization).
+
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    with torch.no_grad():
+        return tensor.zero_()
+
+
+def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Fill ``tensor`` with independent draws from N(mean, std^2).
+
+    Every other Gaussian scheme here is this one with std set from a variance formula.
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    with torch.no_grad():
+        return tensor.normal_(mean, std, generator=generator)
+
+
+def _uniform_with_std(tensor: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
+    # U(-b, b) has variance b^2 / 3, so b = sqrt(3) * std.
+    bound = math.sqrt(3.0) * std
+    with torch.no_grad():
+        return tensor.uniform_(-bound, bound, generator=generator)
+
+
+def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Glorot & Bengio (2010) uniform: W ~ U(-b, b) with Var[W] = gain^2 * 2 / (fan_in + fan_out).
+
+    The bound is b = gain * sqrt(6 / (fan_in + fan_out)). The variance 2 / (fan_in +
+    fan_out) is the compromise between 1 / fan_in (which keeps the forward variance
+    of a linear layer steady) and 1 / fan_out (which keeps the backward variance steady).
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
+    if tensor.numel() == 0:
+        return tensor
+    return _uniform_with_std(tensor, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
+
+
+def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Glorot & Bengio (2010) normal: W ~ N(0, gain^2 * 2 / (fan_in + fan_out)).
+
+    Same variance as :func:`xavier_uniform_`, drawn from a Gaussian.
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
+    if tensor.numel() == 0:
+        return tensor
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
+
+
+def kaiming_uniform_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """He et al. (2015) uniform: W ~ U(-b, b) with Var[W] = gain^2 / fan.
+
+    gain = calculate_gain(nonlinearity, a), which is sqrt(2) for ReLU (and for the
+    default leaky_relu with a = 0), and fan is fan_in (``mode="fan_in"``: keeps the
+    variance of the forward pass steady) or fan_out (``mode="fan_out"``: keeps the
+    variance of back-propagated gradients steady). The bound is b = gain * sqrt(3 / fan).
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    fan = _fan(tensor, mode)
+    gain = calculate_gain(nonlinearity, a)
+    if tensor.numel() == 0:
+        return tensor
+    return _uniform_with_std(tensor, gain / math.sqrt(fan), generator)
+
+
+def kaiming_normal_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """He et al. (2015) normal: W ~ N(0, gain^2 / fan), gain sqrt(2) for ReLU.
+
+    Same variance as :func:`kaiming_uniform_`, drawn from a Gaussian.
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    fan = _fan(tensor, mode)
+    gain = calculate_gain(nonlinearity, a)
+    if tensor.numel() == 0:
+        return tensor
+    return normal_(tensor, 0.0, gain / math.sqrt(fan), generator)
+
+
+def orthogonal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Saxe et al. (2014): a (semi-)orthogonal matrix Q times gain.
+
+    The tensor is viewed as a matrix W of shape (rows, cols) = (shape[0], the product
+    of the rest). For rows >= cols the columns are orthonormal, W^T W = gain^2 I; for
+    rows < cols the rows are, W W^T = gain^2 I. Q comes from the QR decomposition of
+    a Gaussian matrix, with the signs of R's diagonal moved into Q so that Q is
+    distributed uniformly (Haar) over such matrices (Mezzadri 2007). The
+    decomposition runs in float64 and is copied into ``tensor``'s dtype.
+
+    Each singular value of W equals gain, so a deep linear network of orthogonal
+    layers has an input-output Jacobian with every singular value gain^depth.
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    if tensor.dim() < 2:
+        raise ValueError(
+            f"orthogonal_ needs a tensor with at least 2 dimensions (it is viewed as a matrix of shape "
+            f"(shape[0], rest)); got shape {tuple(tensor.shape)}."
+        )
+    if tensor.numel() == 0:
+        return tensor
+    rows = tensor.shape[0]
+    cols = tensor.numel() // rows
+    gaussian = torch.empty(max(rows, cols), min(rows, cols), dtype=torch.float64, device=tensor.device)
+    gaussian.normal_(0.0, 1.0, generator=generator)
+    q, r = torch.linalg.qr(gaussian)
+    q = q * torch.diagonal(r).sign()
+    if rows < cols:
+        q = q.T
+    with torch.no_grad():
+        tensor.copy_((gain * q).reshape(tensor.shape))
+    return tensor
+
+
+def lsuv_(model: nn.Module, data: Tensor, tol: float = 0.1, max_iters: int = 10) -> dict[str, float]:
+    """Layer-sequential unit-variance initialization (Mishkin & Matas 2016).
+
+    First every Linear and Conv weight gets :func:`orthogonal_` (gain 1). Then, for
+    each such layer in the order the forward pass first reaches it, the batch
+    ``data`` is run through ``model`` and the variance v of all the values the layer
+    outputs is measured (about their mean, without Bessel's correction); while
+    |v - 1| >= tol and fewer than ``max_iters`` rescalings have been made,
+
+        W <- W / sqrt(v)
+
+    and v is measured again. Layers are done one after another, so each is
+    rescaled for the input that the already rescaled layers before it produce.
+    Biases are left as they are; a bias with large spread across units can keep a
+    layer from reaching unit variance, which the returned values show.
+
+    The passes run under ``torch.no_grad()`` in eval mode (no dropout, and
+    BatchNorm's running statistics stay as they are); every submodule's
+    train/eval flag is restored afterwards. The orthogonal matrices are drawn from
+    the global torch generator. Returns the final variance of each layer's output,
+    keyed by its name in ``model.named_modules()`` and in the order processed.
+    Layers the forward pass never reaches are orthogonalized but not rescaled and
+    are not in the result.
+    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    """
+    if tol <= 0:
+        raise ValueError(f"tol must be positive (LSUV stops when |Var - 1| < tol); got {tol}.")
+    if max_iters < 0:
+        raise ValueError(f"max_iters must be a non-negative number of rescalings per layer; got {max_iters}.")
+    names = {module: name for name, module in model.named_modules() if isinstance(module, _LSUV_LAYERS)}
+    if not names:
+        raise ValueError(
+            f"lsuv_ rescales Linear and Conv layers; the {type(model).__name__} given has none "
+            f"({', '.join(sorted({type(m).__name__ for m in model.modules()}))})."
+        )
+    for module in names:
+        orthogonal_(module.weight)
+
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        order: list[nn.Module] = []
+
+        def record_order(module: nn.Module, _inputs: tuple, _output: object) -> None:
+            if module not in order:
+                order.append(module)
+
+        handles = [module.register_forward_hook(record_order) for module in names]
+        try:
+            with torch.no_grad():
+                model(data)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+        variances: dict[str, float] = {}
+        for module in order:
+            variance = _output_variance(model, module, data)
+            for _ in range(max_iters):
+                if abs(variance - 1.0) < tol:
+                    break
+                if not math.isfinite(variance) or variance <= 0:
+                    raise ValueError(
+                        f"lsuv_ cannot rescale layer {names[module]!r}: the variance of its output on the batch is "
+                        f"{variance}. Check that data varies and that the layers before it pass signal through."
+                    )
+                with torch.no_grad():
+                    module.weight.div_(math.sqrt(variance))
+                variance = _output_variance(model, module, data)
+            variances[names[module]] = variance
+    finally:
+        for m, training in modes:
+            m.training = training
+    return variances
+
+
+def _output_variance(model: nn.Module, module: nn.Module, data: Tensor) -> float:
+    captured: list[Tensor] = []
+
+    def on_output(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
+        if not captured:
+            captured.append(output.detach().to(torch.float64))
+
+    handle = module.register_forward_hook(on_output)
+    try:
+        with torch.no_grad():
+            model(data)
+    finally:
+        handle.remove()
+    return captured[0].var(correction=0).item()
