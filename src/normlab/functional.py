@@ -302,20 +302,8 @@ def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
 
 
 def _check_input(x: ArrayLike) -> np.ndarray:
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float64)
-    if x.ndim < 2:
-        raise ValueError(
-            f"BatchNorm expects input of shape (N, D) or (N, C, *spatial), at least 2-D; got shape "
-            f"{tuple(x.shape)}. Add a batch axis, e.g. x[None, :] for a single sample.")
-    if x.size == 0:
-        raise ValueError(f"BatchNorm got an empty input of shape {tuple(x.shape)}; "
-                         "pass at least one sample.")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("the input x contains NaN or infinite values, so every statistic of its "
-                         "channel would be NaN; check the data or the layer before.")
-    return x
+    return _check_float_input(x, "BatchNorm", min_ndim=2, layout="(N, D) or (N, C, *spatial)",
+                              unit="channel", hint="Add a batch axis, e.g. x[None, :] for a single sample.")
 
 
 def _check_channel_vector(v: ArrayLike, name: str, num_channels: int, x_shape: tuple) -> np.ndarray:
@@ -410,7 +398,7 @@ def layer_norm_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike,
     ``LayerNormCache``.
     Chapter "LayerNorm and the normalizers that do not depend on the batch".
     """
-    x = _check_per_example_input(x, "LayerNorm", min_ndim=1, layout="(..., D)")
+    x = _check_float_input(x, "LayerNorm", min_ndim=1, layout="(..., D)")
     d = x.shape[-1]
     gamma = _check_parameter_vector(gamma, "gamma", d, x.shape, "features on the last axis")
     beta = _check_parameter_vector(beta, "beta", d, x.shape, "features on the last axis")
@@ -490,7 +478,7 @@ def group_norm_forward(x: ArrayLike, num_groups: int, gamma: ArrayLike, beta: Ar
     x has shape (N, C, *spatial). Returns ``(out, cache)``; ``cache`` is a ``GroupNormCache``.
     Chapter "LayerNorm and the normalizers that do not depend on the batch".
     """
-    x = _check_per_example_input(x, "GroupNorm", min_ndim=2, layout="(N, C, *spatial)")
+    x = _check_float_input(x, "GroupNorm", min_ndim=2, layout="(N, C, *spatial)")
     n, c = x.shape[:2]
     num_groups = _check_num_groups(num_groups, c)
     gamma = _check_parameter_vector(gamma, "gamma", c, x.shape, "channels on axis 1")
@@ -536,19 +524,22 @@ def group_norm_backward(dout: ArrayLike,
     return dx.reshape(dout.shape), dgamma, dbeta
 
 
-def _check_per_example_input(x: ArrayLike, name: str, min_ndim: int, layout: str) -> np.ndarray:
+def _check_float_input(x: ArrayLike, name: str, min_ndim: int, layout: str, unit: str = "example",
+                       hint: str = "") -> np.ndarray:
+    """The input as a float array, or a ValueError naming what is wrong: too few dimensions,
+    no values, or NaN/Inf (which would make every statistic of its ``unit`` NaN)."""
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
     if x.ndim < min_ndim:
         raise ValueError(f"{name} expects input of shape {layout}, at least {min_ndim}-D; got shape "
-                         f"{tuple(x.shape)}.")
+                         f"{tuple(x.shape)}." + (f" {hint}" if hint else ""))
     if x.size == 0:
         raise ValueError(f"{name} got an empty input of shape {tuple(x.shape)}; "
                          "pass at least one value per statistic.")
     if not np.all(np.isfinite(x)):
-        raise ValueError("the input x contains NaN or infinite values, so every statistic of its "
-                         "example would be NaN; check the data or the layer before.")
+        raise ValueError(f"the input x contains NaN or infinite values, so every statistic of its "
+                         f"{unit} would be NaN; check the data or the layer before.")
     return x
 
 

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from normlab.layers._affine import register_affine, reset_affine
+
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormFunction"]
 
 
@@ -182,15 +184,7 @@ class _BatchNorm(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_features, **factory_kwargs))
-            if bias:
-                self.bias = nn.Parameter(torch.empty(num_features, **factory_kwargs))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        register_affine(self, num_features, affine, bias, factory_kwargs)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **factory_kwargs))
             self.register_buffer("running_var", torch.ones(num_features, **factory_kwargs))
@@ -211,10 +205,7 @@ class _BatchNorm(nn.Module):
     def reset_parameters(self) -> None:
         """Reset the running estimates, and γ = 1, β = 0 (the identity map on xhat)."""
         self.reset_running_stats()
-        if self.affine:
-            nn.init.ones_(self.weight)
-            if self.bias is not None:
-                nn.init.zeros_(self.bias)
+        reset_affine(self)
 
     def _check_input_dim(self, input: Tensor) -> None:
         raise NotImplementedError
