@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from normlab.models import ACTIVATIONS, hidden_linear_layers, mlp
+from normlab.models import ACTIVATIONS, hidden_linear_layers, mlp, residual_blocks, residual_mlp
 
 
 def test_mlp_builds_linear_activation_blocks_then_a_linear_head() -> None:
@@ -133,3 +133,42 @@ def test_hidden_linear_layers_returns_the_layers_feeding_each_nonlinearity() -> 
 def test_hidden_linear_layers_rejects_models_not_built_by_mlp() -> None:
     with pytest.raises(ValueError, match="built by normlab.models.mlp"):
         hidden_linear_layers(nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)))
+
+
+def test_residual_mlp_blocks_add_the_scaled_branch_to_the_stream() -> None:
+    model = residual_mlp(4, 6, 3, blocks=2, branch_scale=0.5, seed=1)
+    assert [name for name, _ in model.named_children()] == ["input", "block0", "block1", "final_act", "output"]
+    blocks = residual_blocks(model)
+    assert len(blocks) == 2 and [n for n, _ in blocks[0].branch.named_children()] == [
+        "act0", "linear0", "act1", "linear1"]
+    h = torch.randn(5, 6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(blocks[0](h), h + 0.5 * blocks[0].branch(h))
+    assert "scale=0.5" in repr(blocks[0])
+
+
+def test_residual_mlp_zero_init_last_makes_every_block_the_identity() -> None:
+    model = residual_mlp(3, 5, 2, blocks=3, norm=nn.LayerNorm, zero_init_last=True)
+    h = torch.randn(7, 5, generator=torch.Generator().manual_seed(2))
+    for block in residual_blocks(model):
+        torch.testing.assert_close(block(h), h)
+        assert isinstance(block.branch.norm0, nn.LayerNorm)
+    assert isinstance(model.final_norm, nn.LayerNorm)
+
+
+def test_residual_mlp_is_seeded_and_leaves_the_global_rng_alone() -> None:
+    state = torch.get_rng_state()
+    a, b = residual_mlp(3, 4, 2, blocks=2, seed=7), residual_mlp(3, 4, 2, blocks=2, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_residual_mlp_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="Unknown activation"):
+        residual_mlp(3, 4, 2, blocks=1, activation="gelu")
+    with pytest.raises(ValueError, match="blocks must be non-negative"):
+        residual_mlp(3, 4, 2, blocks=-1)
+    with pytest.raises(ValueError, match="norm must be a factory"):
+        residual_mlp(3, 4, 2, blocks=1, norm=lambda width: width)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ValueError, match="residual_mlp"):
+        residual_blocks(nn.Sequential(nn.Linear(2, 2)))

@@ -2,6 +2,8 @@
 
 - :func:`mlp`: Linear -> [norm] -> activation for each hidden width, then a Linear head.
 - :func:`hidden_linear_layers`: the hidden Linear layers of such a model, for hooks.
+- :func:`residual_mlp`: a stack of pre-activation residual blocks x + s·F(x), with a
+  chosen branch scale s, for the chapters on initialization and scaled WeightNorm.
 
 Layers keep PyTorch's default initialization (chapters that study initialization
 re-initialize them with ``normlab.init``); only the seed is fixed here.
@@ -16,7 +18,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "hidden_linear_layers", "mlp"]
+__all__ = ["ACTIVATIONS", "ResidualBlock", "hidden_linear_layers", "mlp", "residual_blocks", "residual_mlp"]
 
 #: Names accepted by ``mlp(activation=...)`` and the modules they build.
 ACTIVATIONS: Mapping[str, Callable[[], nn.Module]] = MappingProxyType(
@@ -67,13 +69,7 @@ def mlp(
         for index, width in enumerate(widths):
             layers[f"linear{index}"] = nn.Linear(previous, width, bias=bias)
             if norm is not None:
-                layer = norm(width)
-                if not isinstance(layer, nn.Module):
-                    raise ValueError(
-                        f"norm must be a factory that returns an nn.Module when called with a width, such as "
-                        f"torch.nn.BatchNorm1d; norm({width}) returned {type(layer).__name__}."
-                    )
-                layers[f"norm{index}"] = layer
+                layers[f"norm{index}"] = _checked_norm(norm, width)
             layers[f"act{index}"] = ACTIVATIONS[activation]()
             previous = width
         layers["output"] = nn.Linear(previous, out_features, bias=bias)
@@ -97,3 +93,106 @@ def hidden_linear_layers(model: nn.Sequential) -> list[nn.Linear]:
     while f"linear{len(layers)}" in names:
         layers.append(getattr(model, f"linear{len(layers)}"))
     return layers
+
+
+class ResidualBlock(nn.Module):
+    """x ↦ x + scale · F(x), where F = ([norm] → activation → Linear) twice (pre-activation).
+
+    The pre-activation ordering follows He et al. (2016), "Identity mappings in deep
+    residual networks": the skip path carries x untouched, so the residual stream is
+    the sum of the branch outputs, and its variance grows with depth unless ``scale``
+    (or the branch's last layer) is small. The branch is ``self.branch``, an
+    ``nn.Sequential`` with children ``norm0, act0, linear0, norm1, act1, linear1``
+    (norms only when a factory is given).
+    Used in chapter "Initialization", section "Residual networks".
+    """
+
+    def __init__(self, width: int, activation: str, norm: Callable[[int], nn.Module] | None, scale: float,
+                 bias: bool = True) -> None:
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        for index in range(2):
+            if norm is not None:
+                layers[f"norm{index}"] = _checked_norm(norm, width)
+            layers[f"act{index}"] = ACTIVATIONS[activation]()
+            layers[f"linear{index}"] = nn.Linear(width, width, bias=bias)
+        self.branch = nn.Sequential(layers)
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.branch(x)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:g}"
+
+
+def _checked_norm(norm: Callable[[int], nn.Module], width: int) -> nn.Module:
+    layer = norm(width)
+    if not isinstance(layer, nn.Module):
+        raise ValueError(
+            f"norm must be a factory that returns an nn.Module when called with a width, such as "
+            f"torch.nn.BatchNorm1d; norm({width}) returned {type(layer).__name__}."
+        )
+    return layer
+
+
+def residual_mlp(
+    in_features: int,
+    width: int,
+    out_features: int,
+    blocks: int,
+    activation: str = "relu",
+    norm: Callable[[int], nn.Module] | None = None,
+    branch_scale: float = 1.0,
+    zero_init_last: bool = False,
+    bias: bool = True,
+    seed: int = 0,
+) -> nn.Sequential:
+    """A residual MLP: Linear ``input`` → ``blocks`` × :class:`ResidualBlock` → [norm] → activation → Linear ``output``.
+
+    Each block computes h + branch_scale · F(h). With ``branch_scale = 1`` and default
+    initialization the variance of the residual stream grows linearly in the number of
+    blocks when each branch preserves variance; 1/√B keeps it bounded, and
+    ``zero_init_last=True`` zeroes each branch's last Linear (weights and bias), so every block starts as the
+    identity (Goyal et al. 2017's zero-γ trick in Linear form). Children are named ``input``,
+    ``block0`` … ``block{B-1}``, ``final_norm`` (only with a norm), ``final_act``, ``output``.
+    Parameters use PyTorch's default initialization from a CPU generator seeded by
+    ``seed``; the global RNG state is left as it was.
+    Used in chapters "Initialization" (residual scaling) and "WeightNorm" (scaled WeightNorm).
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
+    for name, size in (("in_features", in_features), ("width", width), ("out_features", out_features)):
+        if size < 1:
+            raise ValueError(f"{name} must be at least 1; got {size}.")
+    if blocks < 0:
+        raise ValueError(f"blocks must be non-negative; got {blocks}.")
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        layers["input"] = nn.Linear(in_features, width, bias=bias)
+        for index in range(blocks):
+            block = ResidualBlock(width, activation, norm, branch_scale, bias=bias)
+            if zero_init_last:
+                last = block.branch.linear1
+                nn.init.zeros_(last.weight)
+                if last.bias is not None:
+                    nn.init.zeros_(last.bias)
+            layers[f"block{index}"] = block
+        if norm is not None:
+            layers["final_norm"] = _checked_norm(norm, width)
+        layers["final_act"] = ACTIVATIONS[activation]()
+        layers["output"] = nn.Linear(width, out_features, bias=bias)
+    return nn.Sequential(layers)
+
+
+def residual_blocks(model: nn.Sequential) -> list[ResidualBlock]:
+    """The :class:`ResidualBlock` children of a :func:`residual_mlp`, in order (for hooks on the stream).
+
+    Used in chapter "Initialization", section "Residual networks".
+    """
+    blocks = [module for module in model.children() if isinstance(module, ResidualBlock)]
+    if not isinstance(model, nn.Sequential) or not hasattr(model, "output"):
+        raise ValueError(f"residual_blocks expects a model built by normlab.models.residual_mlp; got "
+                         f"{type(model).__name__}.")
+    return blocks
