@@ -4,6 +4,7 @@
 of the same site comes with the reader's-edition work.
 """
 
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,11 +13,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SITE = ROOT / "_build" / "html"
+# A chapter author can check a partial build: NORMBOOK_TOC=/tmp/toc.yml NORMBOOK_SITE=/tmp/b/_build/html.
+SITE = Path(os.environ.get("NORMBOOK_SITE", ROOT / "_build" / "html"))
+TOC = Path(os.environ.get("NORMBOOK_TOC", ROOT / "_toc.yml"))
 
 
 def toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    toc = yaml.safe_load(TOC.read_text())
     files = [toc["root"]]
     for part in toc.get("parts", []):
         files += [c["file"] for c in part["chapters"]]
