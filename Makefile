@@ -1,6 +1,8 @@
 # normbook: two commands.
 #   make book   set up .venv if missing, then build the site into _build/html
 #   make test   set up .venv if missing, build the book (-W), then run every test
+#   make student      the student edition: notebooks with stubs, and a site without solutions
+#   make grade SUBMISSIONS=dir   grade submitted notebooks (prints a table, writes grades.csv)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -16,11 +18,13 @@ export NORMLAB_STRICT_CHECKS := 1
 # One BLAS thread per process: the build and pytest-xdist already use both cores.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help env book test clean
+.PHONY: help env book student grade test clean
 
 help:
 	@echo "make book   build the site into _build/html (creates .venv if missing)"
 	@echo "make test   build the book with warnings as errors, then run every test"
+	@echo "make student  student notebooks and site in _build/student (builds the book first)"
+	@echo "make grade SUBMISSIONS=folder  grade submitted notebooks into grades.csv"
 	@echo "make clean  remove _build"
 
 env: $(INSTALLED)
@@ -42,7 +46,15 @@ _build/.normlab-sources: $(NORMLAB_SOURCES)
 book: $(INSTALLED) _build/.normlab-sources
 	$(BIN)/jupyter-book build -W -n --keep-going .
 
-test: book
+# The student edition reuses the book's execution cache: nothing is executed twice.
+student: book
+	$(BIN)/python -m normlab.student_edition --out _build/student
+
+SUBMISSIONS ?= submissions
+grade: $(INSTALLED)
+	env -u NORMLAB_STRICT_CHECKS $(BIN)/python -m normlab.grading $(SUBMISSIONS) --csv grades.csv
+
+test: book student
 	$(BIN)/python -m pytest -n 2 --dist loadfile \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
 	  tests chapters

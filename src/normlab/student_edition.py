@@ -1,0 +1,277 @@
+"""The student edition of the book, made from the same sources as the book.
+
+``python -m normlab.student_edition`` (or ``make student``) writes
+
+- ``_build/student/notebooks/chapters/*.ipynb``: every chapter notebook with each gated
+  solution (``solution-start`` … ``solution-end``) removed; a solution's code cell becomes a
+  stub whose functions raise ``NotImplementedError`` with the checker's hint, and the
+  ``check`` cells stay, so the student runs them against their own code. The notebook's
+  metadata lists the checks it expects (``normbook.checks``), which :mod:`normlab.grading`
+  reads even when a student deletes cells.
+- ``_build/student/html``: the site built from those notebooks, with the main build's outputs
+  (taken from its execution cache, so nothing is re-executed) on every cell but the stubs and
+  checks. It holds no solution text at all.
+
+sphinx-exercise's ``hide_solutions`` option is not used: it fails on gated solutions.
+Used by instructors; described in README.md, section "Teaching with normbook".
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import importlib
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import yaml
+from nbformat import NotebookNode
+
+__all__ = [
+    "SolutionRegion",
+    "build_student_site",
+    "expected_checks",
+    "solution_regions",
+    "stub_source",
+    "student_notebook",
+    "write_student_notebooks",
+]
+
+_START = re.compile(r"^\s*```\{solution-start\}\s*(\S+)", re.MULTILINE)
+_END = re.compile(r"^\s*```\{solution-end\}", re.MULTILINE)
+_EXERCISE = re.compile(r"```\{exercise-start\}\s*([^\n]*)\n:label:\s*(\S+)")
+_CHECK_IMPORT = re.compile(r"from\s+normlab\.exercises\s+import\s+(\w+)\s+as\s+check")
+_CHECK_CALL = re.compile(r"\bcheck\.(\w+)\(")
+
+
+@dataclass(frozen=True)
+class SolutionRegion:
+    """Cells ``start`` … ``end`` (inclusive) of a notebook form the solution to exercise ``label``."""
+
+    label: str
+    start: int
+    end: int
+
+
+def _source(cell: NotebookNode) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _tags(cell: NotebookNode) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def solution_regions(nb: NotebookNode, name: str = "notebook") -> list[SolutionRegion]:
+    """The gated solutions of a notebook, from its ``solution-start``/``solution-end`` cells.
+
+    Raises ``ValueError`` for an unbalanced pair and for a ``solution``-tagged cell outside
+    every region, since either would leak or lose a solution.
+    """
+    regions, open_at, label = [], None, ""
+    for index, cell in enumerate(nb.cells):
+        text = _source(cell) if cell.cell_type == "markdown" else ""
+        start, end = _START.search(text), _END.search(text)
+        if start:
+            if open_at is not None:
+                raise ValueError(f"{name}: cell {index} starts a solution inside the solution that starts at "
+                                 f"cell {open_at}; close it with solution-end first.")
+            open_at, label = index, start.group(1)
+        if end:
+            if open_at is None:
+                raise ValueError(f"{name}: cell {index} ends a solution that was never started.")
+            regions.append(SolutionRegion(label, open_at, index))
+            open_at = None
+    if open_at is not None:
+        raise ValueError(f"{name}: the solution to {label!r} starting at cell {open_at} has no solution-end.")
+    inside = {i for r in regions for i in range(r.start, r.end + 1)}
+    stray = [i for i, cell in enumerate(nb.cells) if "solution" in _tags(cell) and i not in inside]
+    if stray:
+        raise ValueError(f"{name}: cells {stray} are tagged 'solution' but lie outside every "
+                         "solution-start/solution-end pair.")
+    return regions
+
+
+def expected_checks(nb: NotebookNode) -> list[str]:
+    """The checker names called in the notebook's ``check`` cells, in order (no repeats)."""
+    names: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "check" in _tags(cell):
+            names += [n for n in _CHECK_CALL.findall(_source(cell)) if n not in names]
+    return names
+
+
+def _checker_hints(nb: NotebookNode) -> dict[str, str]:
+    """Checker name → its exercise's hint, for the chapter's exercise module."""
+    modules = {m for cell in nb.cells for m in _CHECK_IMPORT.findall(_source(cell))}
+    hints = {}
+    for module_name in modules:
+        module = importlib.import_module(f"normlab.exercises.{module_name}")
+        for name in expected_checks(nb):
+            checker = getattr(module, name, None)
+            exercise = getattr(checker, "exercise", None)
+            if exercise is not None:
+                hints[name] = exercise.hint
+    return hints
+
+
+def _exercise_titles(nb: NotebookNode) -> dict[str, str]:
+    return {label: title.strip() for cell in nb.cells if cell.cell_type == "markdown"
+            for title, label in _EXERCISE.findall(_source(cell))}
+
+
+def stub_source(source: str, title: str, hints: dict[str, str]) -> str:
+    """A stub for one solution cell: its functions' signatures with a body that raises.
+
+    Each top-level ``def`` keeps its name, arguments and docstring; its body becomes
+    ``raise NotImplementedError("<name>: ... Hint: ...")`` with the checker's hint.
+    Everything else in the cell (imports, demonstrations) is dropped. A cell without a
+    function becomes a single ``raise`` that names the exercise.
+    """
+    functions = [node for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)]
+    if not functions:
+        message = f'Exercise "{title}": write your code here (see the exercise above).'
+        return (f"# Exercise: {title}. Replace the line below with your code.\n"
+                f"raise NotImplementedError({message!r})\n")
+    stubs = []
+    for function in functions:
+        hint = hints.get(function.name, "")
+        message = f"{function.name}: not written yet (exercise \"{title}\")."
+        if hint:
+            message += f" Hint: {hint}"
+        body: list[ast.stmt] = []
+        docstring = ast.get_docstring(function, clean=False)
+        if docstring is not None:
+            body.append(function.body[0])
+        body.append(ast.Raise(exc=ast.Call(func=ast.Name("NotImplementedError", ast.Load()),
+                                           args=[ast.Constant(message)], keywords=[]), cause=None))
+        stub = copy.deepcopy(function)
+        stub.body = body
+        stubs.append(ast.unparse(ast.fix_missing_locations(stub)))
+    header = f"# Exercise: {title}. Replace each `raise NotImplementedError(...)` with your code.\n"
+    return header + "\n\n\n".join(stubs) + "\n"
+
+
+def student_notebook(nb: NotebookNode, chapter: str, keep_outputs: bool = False) -> NotebookNode:
+    """The student version of a chapter notebook (see the module docstring).
+
+    With ``keep_outputs`` (for the student site) every cell keeps its outputs except the
+    stubs and the checks, which would show the reference solution's verdicts.
+    """
+    regions = solution_regions(nb, chapter)
+    hints, titles = _checker_hints(nb), _exercise_titles(nb)
+    region_at = {r.start: r for r in regions}
+    cells, index = [], 0
+    while index < len(nb.cells):
+        region = region_at.get(index)
+        if region is None:
+            cell = copy.deepcopy(nb.cells[index])
+            if cell.cell_type == "code" and (not keep_outputs or "check" in _tags(cell)):
+                cell.outputs, cell.execution_count = [], None
+            cells.append(cell)
+            index += 1
+            continue
+        for cell in nb.cells[region.start:region.end + 1]:
+            if cell.cell_type == "code":
+                title = titles.get(region.label, region.label)
+                stub = nbformat.v4.new_code_cell(stub_source(_source(cell), title, hints))
+                stub.metadata["tags"] = ["stub"]
+                cells.append(stub)
+        index = region.end + 1
+    student = copy.deepcopy(nb)
+    student.cells = cells
+    if not keep_outputs:
+        student.metadata.pop("widgets", None)
+    student.metadata["normbook"] = {"chapter": chapter, "edition": "student", "checks": expected_checks(nb)}
+    return student
+
+
+def _chapter_notebooks(root: Path) -> list[Path]:
+    """The notebooks listed in the book's ``_toc.yml``, in reading order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]] + [chapter["file"] for part in toc.get("parts", []) for chapter in part["chapters"]]
+    return [root / f"{name}.ipynb" for name in files if (root / f"{name}.ipynb").exists()]
+
+
+def write_student_notebooks(root: Path, out: Path) -> list[Path]:
+    """Write the student notebooks of every chapter under ``out/chapters``; return their paths."""
+    written = []
+    for path in _chapter_notebooks(root):
+        nb = nbformat.read(path, as_version=4)
+        target = out / "chapters" / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(student_notebook(nb, path.stem), target)
+        written.append(target)
+    return written
+
+
+def _executed(nb: NotebookNode, cache_dir: Path, path: Path) -> NotebookNode:
+    from jupyter_cache import get_cache
+
+    try:
+        _, merged = get_cache(cache_dir).merge_match_into_notebook(nb)
+    except KeyError:
+        raise RuntimeError(f"{path.name} is not in the execution cache {cache_dir}: run `make book` first, "
+                           "so the student site can reuse its outputs.") from None
+    return merged
+
+
+def build_student_site(root: Path, out: Path, quiet: bool = True) -> Path:
+    """Build the student HTML site into ``out/html`` from the main build's cached outputs.
+
+    The source tree is staged in ``out/source`` with notebook execution switched off.
+    Returns the directory holding ``index.html``.
+    """
+    source = out / "source"
+    if source.exists():
+        shutil.rmtree(source)
+    shutil.copytree(root / "chapters", source / "chapters",
+                    ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+    for name in ("_toc.yml", "references.bib"):
+        shutil.copy2(root / name, source / name)
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    config["title"] = f"{config['title']} (student edition)"
+    config["execute"] = {**config.get("execute", {}), "execute_notebooks": "off"}
+    (source / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    cache_dir = root / "_build" / ".jupyter_cache"
+    for path in _chapter_notebooks(root):
+        nb = nbformat.read(path, as_version=4)
+        student = student_notebook(_executed(nb, cache_dir, path), path.stem, keep_outputs=True)
+        nbformat.write(student, source / "chapters" / path.name)
+    build = out / "build"
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", "-W", "-n", "--keep-going",
+               "--path-output", str(build), str(source)]
+    result = subprocess.run(command, capture_output=quiet, text=True)
+    if result.returncode != 0:
+        detail = (result.stdout or "")[-4000:] + (result.stderr or "")[-4000:] if quiet else ""
+        raise RuntimeError(f"the student site failed to build:\n{detail}")
+    html = out / "html"
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.copytree(build / "_build" / "html", html)
+    return html
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m normlab.student_edition", description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("."), help="the book's root (default: .)")
+    parser.add_argument("--out", type=Path, default=Path("_build/student"), help="output folder")
+    parser.add_argument("--notebooks-only", action="store_true", help="skip the student site")
+    args = parser.parse_args(argv)
+    root, out = args.root.resolve(), args.out.resolve()
+    notebooks = write_student_notebooks(root, out / "notebooks")
+    print(f"student notebooks: {len(notebooks)} in {out / 'notebooks' / 'chapters'}")
+    if not args.notebooks_only:
+        html = build_student_site(root, out)
+        print(f"student site: {html / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
