@@ -43,7 +43,12 @@ _build/.normlab-sources: $(NORMLAB_SOURCES)
 	mkdir -p _build
 	touch $@
 
-book: $(INSTALLED) _build/.normlab-sources
+# MathJax and the widget scripts, served by the site itself so that it works offline.
+_build/vendor/.stamp: tools/vendor-js tools/widgets-config.js
+	tools/vendor-js _build/vendor
+	touch $@
+
+book: $(INSTALLED) _build/.normlab-sources _build/vendor/.stamp
 	$(BIN)/jupyter-book build -W -n --keep-going .
 
 # The student edition reuses the book's execution cache: nothing is executed twice.

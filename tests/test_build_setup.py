@@ -44,3 +44,42 @@ def test_notebooks_are_committed_without_outputs():
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
+
+
+def test_every_chapter_notebook_starts_with_the_hidden_colab_setup_cell():
+    import nbformat
+
+    from normlab.book import COLAB_SETUP
+
+    for path in sorted((ROOT / "chapters").glob("*.ipynb")):
+        first = nbformat.read(path, as_version=4).cells[0]
+        assert first.source == COLAB_SETUP, f"{path.name}: run tools/colab-cell {path.relative_to(ROOT)}"
+        assert first.metadata.get("tags") == ["remove-cell"], f"{path.name}: the setup cell must be hidden"
+
+
+def test_colab_setup_cell_installs_only_inside_colab(monkeypatch):
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from normlab.book import COLAB_SETUP
+
+    calls = []
+    python = TransformerManager().transform_cell(COLAB_SETUP)
+    namespace = {"get_ipython": lambda: type("Shell", (), {"system": lambda self, cmd: calls.append(cmd)})()}
+    exec(python, namespace)
+    assert calls == []
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    exec(python, namespace)
+    assert len(calls) == 1 and "pip install" in calls[0] and "git+https://github.com/" in calls[0]
+
+
+def test_site_javascript_is_served_by_the_site_itself():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    assert config["mathjax_path"].startswith("../_vendor/")
+    assert all(url.startswith("../_vendor/") for url in config["nb_ipywidgets_js"])
+    commands = dry_run("-W", "tools/vendor-js", "book")
+    assert "tools/vendor-js _build/vendor" in commands

@@ -30,3 +30,13 @@ def glue(name: str, value) -> None:
     from myst_nb import glue as myst_glue  # imported lazily: normlab works without myst-nb
 
     myst_glue(name, as_python_number(value), display=False)
+
+
+#: The first cell of every chapter notebook (tagged ``remove-cell``, so the site does not show it).
+#: In Colab it installs normlab from the book's repository; anywhere else it does nothing.
+#: ``tools/colab-cell`` writes it into the notebooks; tests/test_build_setup.py checks it is there.
+COLAB_SETUP = '''\
+# In Colab, install normlab (the package behind this book); elsewhere this cell does nothing.
+import sys
+if "google.colab" in sys.modules:
+    !pip install --quiet "normlab[data] @ git+https://github.com/normbook/normbook"'''

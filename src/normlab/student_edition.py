@@ -238,6 +238,12 @@ def build_student_site(root: Path, out: Path, quiet: bool = True) -> Path:
     config = yaml.safe_load((root / "_config.yml").read_text())
     config["title"] = f"{config['title']} (student edition)"
     config["execute"] = {**config.get("execute", {}), "execute_notebooks": "off"}
+    sphinx = config.setdefault("sphinx", {})
+    sphinx_config = sphinx.setdefault("config", {})
+    # Paths in the config are relative to the book's root; the staged copy lives elsewhere.
+    sphinx_config["html_extra_path"] = [str((root / path).resolve()) for path in sphinx_config.get("html_extra_path", [])]
+    sphinx["local_extensions"] = {name: str((root / path).resolve())
+                                  for name, path in (sphinx.get("local_extensions") or {}).items()}
     (source / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     cache_dir = root / "_build" / ".jupyter_cache"
     for path in _chapter_notebooks(root):
