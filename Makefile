@@ -3,6 +3,7 @@
 #   make test   set up .venv if missing, build the book (-W), then run every test
 #   make student      the student edition: notebooks with stubs, and a site without solutions
 #   make grade SUBMISSIONS=dir   grade submitted notebooks (prints a table, writes grades.csv)
+#   make pdf          the book as one PDF (Chromium prints each page of the built site)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -18,13 +19,14 @@ export NORMLAB_STRICT_CHECKS := 1
 # One BLAS thread per process: the build and pytest-xdist already use both cores.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help env book student grade test clean
+.PHONY: help env book student grade pdf test clean
 
 help:
 	@echo "make book   build the site into _build/html (creates .venv if missing)"
 	@echo "make test   build the book with warnings as errors, then run every test"
 	@echo "make student  student notebooks and site in _build/student (builds the book first)"
 	@echo "make grade SUBMISSIONS=folder  grade submitted notebooks into grades.csv"
+	@echo "make pdf    the book as one PDF, _build/pdf/normbook.pdf (printed by Chromium)"
 	@echo "make clean  remove _build"
 
 env: $(INSTALLED)
@@ -54,6 +56,9 @@ book: $(INSTALLED) _build/.normlab-sources _build/vendor/.stamp
 # The student edition reuses the book's execution cache: nothing is executed twice.
 student: book
 	$(BIN)/python -m normlab.student_edition --out _build/student
+
+pdf: book
+	$(BIN)/python tools/book-pdf
 
 SUBMISSIONS ?= submissions
 grade: $(INSTALLED)

@@ -83,3 +83,16 @@ def test_site_javascript_is_served_by_the_site_itself():
     assert all(url.startswith("../_vendor/") for url in config["nb_ipywidgets_js"])
     commands = dry_run("-W", "tools/vendor-js", "book")
     assert "tools/vendor-js _build/vendor" in commands
+
+
+def test_pages_workflow_builds_the_book_with_cpu_torch_and_publishes_the_site():
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yml").read_text())
+    build = workflow["jobs"]["build"]["steps"]
+    commands = "\n".join(step.get("run", "") for step in build)
+    assert "torch==2.13.0+cpu" in commands and "download.pytorch.org/whl/cpu" in commands
+    assert commands.index("torch==2.13.0+cpu") < commands.index("make book")
+    upload = next(step for step in build if "upload-pages-artifact" in step.get("uses", ""))
+    assert upload["with"]["path"] == "_build/html"
+    assert "deploy-pages" in workflow["jobs"]["deploy"]["steps"][0]["uses"]
