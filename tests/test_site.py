@@ -129,3 +129,18 @@ def test_chapter_has_the_books_shape(page):
     assert -1 < learn < summary < exercises, "missing or misordered: learn / summary / exercises"
     assert html.count('class="exercise admonition"') >= 2, "a chapter needs exercises"
     assert "dropdown" in html[exercises:], "solutions must be folded"
+
+
+@pytest.mark.parametrize("page", [p for p in notebook_pages() if "/0" in p])
+def test_chapter_links_its_terms_to_the_glossary(page):
+    _, tags = parse(page)
+    terms = [href for href in tags.links if "glossary.html#term-" in href]
+    assert terms, "link the chapter's key terms to the glossary with {term}"
+
+
+def test_glossary_terms_are_in_the_index_and_notation_page_exists():
+    glossary, tags = parse("chapters/glossary")
+    assert sum(1 for i in tags.ids if i.startswith("term-")) >= 15
+    index = (SITE / "genindex.html").read_text(encoding="utf-8")
+    assert "batch normalization" in index and "dynamical isometry" in index
+    assert (SITE / "chapters" / "notation.html").exists()
