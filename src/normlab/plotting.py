@@ -92,3 +92,50 @@ def plot_trajectory(ax: plt.Axes, trajectory: np.ndarray, color: str = OKABE_ITO
     ax.plot(trajectory[:, 0], trajectory[:, 1], "-o", color=color, markersize=3,
             linewidth=1.2, label=label)
     ax.plot(*trajectory[0], "s", color=color, markersize=6)
+
+
+def plot_norm_cube(ax: plt.Axes, mask: np.ndarray, color: str, title: str | None = None,
+                   other: str = "#EEEEEE", depth: float = 0.7) -> None:
+    """Draw an N × C × (H·W) block of cells in oblique projection, the cells of ``mask`` in ``color``.
+
+    ``mask`` is a boolean array of shape (N, C, H·W): the entries that share one statistic,
+    as in Wu & He (2018), Figure 2. C runs left to right, H·W upwards and N into the page
+    (example 0 in front); the three visible faces are drawn, each cell face in the colour of
+    its cell. ``depth`` is the length of a step along N relative to a step along C.
+    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    from matplotlib.collections import PolyCollection
+
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 3:
+        raise ValueError(f"mask must have shape (N, C, H·W); got shape {mask.shape}.")
+    n, c, z = mask.shape
+    dx, dy = depth * np.cos(np.pi / 6), depth * np.sin(np.pi / 6)
+
+    def point(ci: float, ni: float, zi: float) -> tuple[float, float]:
+        return ci + ni * dx, zi + ni * dy
+
+    polygons, filled = [], []
+    for ci in range(c):                      # front face: example 0
+        for zi in range(z):
+            polygons.append([point(ci, 0, zi), point(ci + 1, 0, zi), point(ci + 1, 0, zi + 1), point(ci, 0, zi + 1)])
+            filled.append(mask[0, ci, zi])
+    for ci in range(c):                      # top face: the last row of H·W
+        for ni in range(n):
+            polygons.append([point(ci, ni, z), point(ci + 1, ni, z), point(ci + 1, ni + 1, z), point(ci, ni + 1, z)])
+            filled.append(mask[ni, ci, z - 1])
+    for ni in range(n):                      # right face: the last channel
+        for zi in range(z):
+            polygons.append([point(c, ni, zi), point(c, ni + 1, zi), point(c, ni + 1, zi + 1), point(c, ni, zi + 1)])
+            filled.append(mask[ni, c - 1, zi])
+    faces = [color if f else other for f in filled]
+    ax.add_collection(PolyCollection(polygons, facecolors=faces, edgecolors="0.35", linewidths=0.6))
+    ax.set_xlim(-0.8, c + n * dx + 0.3)
+    ax.set_ylim(-0.8, z + n * dy + 0.3)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.annotate("C", (c / 2, -0.45), ha="center", va="center")
+    ax.annotate("H·W", (-0.45, z / 2), ha="center", va="center", rotation=90)
+    ax.annotate("N", point(c + 0.35, n / 2, 0), ha="left", va="center")
+    if title:
+        ax.set_title(title, fontsize=10)

@@ -1,0 +1,752 @@
+"""Experiments of chapter "LayerNorm and the normalizers that do not depend on the batch".
+
+- :func:`invariance_table`: Ba, Kiros & Hinton (2016), Table 1, computed: how much the output
+  of BatchNorm, WeightNorm and LayerNorm changes under six transformations of the weights or
+  the data. Claim: :func:`invariance_matches_paper`. :func:`relative_change` computes one cell,
+  also for the caveats (row-specific shifts, negative factors, ε).
+- :func:`statistic_masks`: which entries of an (N, C, H, W) input share a statistic with
+  entry (0, 0, 0, 0), for each normalizer, found by perturbing that entry (the cube figure of
+  Wu & He 2018). Claim: :func:`masks_match_definitions`.
+- :func:`batch_size_sensitivity`: test accuracy of the same MLP with BN, GN and LN trained at
+  batch sizes 32 down to 2 on the same number of examples. Claim:
+  :func:`bn_degrades_where_batch_free_norms_hold`.
+- :class:`ElmanRNN` and :func:`rnn_hidden_statistics`: a tanh RNN with and without LN in the
+  recurrence (Ba et al.'s h_t = tanh(g/σ_t ⊙ (a_t − μ_t) + b)) on a delayed-copy task; the
+  statistics of the summed inputs over time steps. Claims: :func:`ln_fixes_scale_over_time`,
+  :func:`ln_rescues_large_recurrent_gain`, :func:`plain_rnn_wins_at_unit_gain`,
+  :func:`ln_insensitive_to_gain`.
+- :func:`normalizer_timings` and :func:`comparison_measurements`: the numbers behind the
+  chapter's comparison table (speed, train/eval gap, what each normalizer discards).
+  Claims: :func:`timings_within`, :func:`comparison_facts_hold`.
+
+Each claim is a function of the returned record(s), so the chapter's check cells and the
+tests assert exactly the same thing.
+
+WeightNorm is ``torch.nn.utils.parametrizations.weight_norm`` on an ``nn.Linear`` here; it
+can be swapped for ``normlab.layers.WeightNormLinear`` once that exists.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+from tqdm.auto import tqdm
+
+from normlab import data, models, train
+from normlab.experiments.batchnorm import HIDDEN
+from normlab.layers import (
+    BatchNorm1d,
+    BatchNorm2d,
+    GroupNorm,
+    InstanceNorm2d,
+    LayerNorm,
+    RMSNorm,
+)
+
+__all__ = [
+    "BA_ET_AL_TABLE1",
+    "ComparisonRecord",
+    "ElmanRNN",
+    "InvarianceRecord",
+    "NormBatchSizeRecord",
+    "PAPER_COLUMNS",
+    "RNNStatisticsRecord",
+    "TRANSFORMATIONS",
+    "TimingRecord",
+    "batch_size_sensitivity",
+    "bn_degrades_where_batch_free_norms_hold",
+    "comparison_facts_hold",
+    "comparison_measurements",
+    "delayed_copy",
+    "invariance_matches_paper",
+    "invariance_table",
+    "ln_fixes_scale_over_time",
+    "ln_insensitive_to_gain",
+    "ln_rescues_large_recurrent_gain",
+    "masks_match_definitions",
+    "normalizer_timings",
+    "plain_rnn_wins_at_unit_gain",
+    "relative_change",
+    "rnn_hidden_statistics",
+    "statistic_masks",
+    "timings_within",
+]
+
+F64 = torch.float64
+
+# ----------------------------------------------------------------------------
+# 1. The invariance table (Ba, Kiros & Hinton 2016, Table 1)
+#
+# Each normalizer is one layer acting on a batch X of shape (N, d_in):
+#   BN: y = BatchNorm1d(W x), training mode (statistics of this batch)
+#   LN: y = LayerNorm(W x)
+#   WN: y = g ⊙ (V x) / ‖v_i‖ + b   (torch's weight_norm on nn.Linear; "the weights" are V)
+# with no bias inside W x (the normalizer's β, or WN's b, is the bias), and γ, β (g, b) drawn
+# at random so that the affine part is not the identity. A transformation changes the weights
+# or the data; the cell is max |y' − y| / max |y| over the whole batch.
+
+NORMALIZERS = ("batch", "weight", "layer")
+
+#: The columns of Ba et al.'s Table 1, in their order.
+PAPER_COLUMNS = (
+    "weight matrix re-scaling",
+    "weight matrix re-centering",
+    "weight vector re-scaling",
+    "dataset re-scaling",
+    "dataset re-centering",
+    "single training case re-scaling",
+)
+
+#: Ba, Kiros & Hinton (2016), Table 1: True where the paper says "Invariant", False for "No".
+BA_ET_AL_TABLE1: dict[str, dict[str, bool]] = {
+    "batch": dict(zip(PAPER_COLUMNS, (True, False, True, True, True, False))),
+    "weight": dict(zip(PAPER_COLUMNS, (True, False, True, False, False, False))),
+    "layer": dict(zip(PAPER_COLUMNS, (True, True, False, True, False, True))),
+}
+
+# A transformation maps (W, X, rng) to (W', X'). W has shape (d_out, d_in), X (N, d_in).
+Transformation = Callable[[Tensor, Tensor, np.random.Generator], tuple[Tensor, Tensor]]
+
+
+def _as(values: np.ndarray) -> Tensor:
+    return torch.as_tensor(values, dtype=F64)
+
+
+def _rescale_matrix(w, x, rng):
+    """W' = δ W, one factor δ > 0 for the whole matrix."""
+    return rng.uniform(2.0, 5.0) * w, x
+
+
+def _recenter_matrix(w, x, rng):
+    """W' = W + 1 γᵀ: every row (every unit's incoming weights) shifted by the same vector γ."""
+    return w + _as(rng.standard_normal((1, w.shape[1]))), x
+
+
+def _recenter_rows_differently(w, x, rng):
+    """W' = W + Γ: each row shifted by its own vector (not a re-centering of the matrix)."""
+    return w + _as(rng.standard_normal(w.shape)), x
+
+
+def _rescale_vectors(w, x, rng):
+    """w_i' = δ_i w_i: each unit's incoming weight vector scaled by its own δ_i > 0."""
+    return w * _as(rng.uniform(0.2, 5.0, (w.shape[0], 1))), x
+
+
+def _rescale_matrix_negative(w, x, rng):
+    """W' = −δ W: a re-scaling by a negative factor."""
+    return -rng.uniform(2.0, 5.0) * w, x
+
+
+def _rescale_matrix_tiny(w, x, rng):
+    """W' = 10⁻³ W: a re-scaling that brings the summed inputs' variance near ε = 10⁻⁵."""
+    return 1e-3 * w, x
+
+
+def _rescale_data(w, x, rng):
+    """X' = δ X: every example scaled by the same δ > 0."""
+    return w, rng.uniform(2.0, 5.0) * x
+
+
+def _recenter_data(w, x, rng):
+    """X' = X + 1 γᵀ: the same vector γ added to every example."""
+    return w, x + _as(rng.standard_normal((1, x.shape[1])))
+
+
+def _rescale_one_case(w, x, rng):
+    """x_0' = δ x_0: one training example scaled, the others unchanged."""
+    x = x.clone()
+    x[0] *= rng.uniform(2.0, 5.0)
+    return w, x
+
+
+#: Every transformation :func:`relative_change` knows: the paper's six, then three caveats.
+TRANSFORMATIONS: dict[str, Transformation] = {
+    "weight matrix re-scaling": _rescale_matrix,
+    "weight matrix re-centering": _recenter_matrix,
+    "weight vector re-scaling": _rescale_vectors,
+    "dataset re-scaling": _rescale_data,
+    "dataset re-centering": _recenter_data,
+    "single training case re-scaling": _rescale_one_case,
+    "rows shifted by different vectors": _recenter_rows_differently,
+    "weight matrix re-scaling by a negative factor": _rescale_matrix_negative,
+    "weight matrix re-scaling by 1e-3": _rescale_matrix_tiny,
+}
+
+
+def _normalized_layer(norm: str, d_in: int, d_out: int, eps: float,
+                      rng: np.random.Generator) -> tuple[Callable[[Tensor, Tensor], Tensor], Tensor]:
+    """A function (W, X) ↦ y for ``norm`` with fixed random affine parameters, and a random W."""
+    w = _as(rng.standard_normal((d_out, d_in)))
+    scale = _as(rng.uniform(0.5, 2.0, d_out))
+    shift = _as(rng.standard_normal(d_out))
+    if norm in ("batch", "layer"):
+        layer = BatchNorm1d(d_out, eps=eps, dtype=F64) if norm == "batch" else LayerNorm(d_out, eps=eps, dtype=F64)
+        with torch.no_grad():
+            layer.weight.copy_(scale)
+            layer.bias.copy_(shift)
+        layer.train()  # BN: statistics of the batch at hand
+
+        def apply(weights: Tensor, x: Tensor) -> Tensor:
+            return layer(x @ weights.T)
+        return apply, w
+    if norm == "weight":
+        linear = weight_norm(nn.Linear(d_in, d_out, dtype=F64))
+        with torch.no_grad():
+            linear.parametrizations.weight.original0.copy_(scale[:, None])  # g
+            linear.bias.copy_(shift)                                        # b
+
+        def apply(weights: Tensor, x: Tensor) -> Tensor:
+            with torch.no_grad():
+                linear.parametrizations.weight.original1.copy_(weights)     # v, the direction
+            return linear(x)
+        return apply, w
+    raise ValueError(f"norm must be one of {list(NORMALIZERS)}; got {norm!r}.")
+
+
+def relative_change(norm: str, transformation: str, seed: int = 0, n: int = 16, d_in: int = 8,
+                    d_out: int = 6, eps: float = 0.0) -> float:
+    """max |y' − y| / max |y| for one normalizer under one transformation of weights or data.
+
+    y is the layer's output on a random batch X (N = ``n`` examples, ``d_in`` features, entries
+    N(1, 2²) so the data are not centred) with random weights W (``d_out`` × ``d_in``); y' is
+    the output after ``TRANSFORMATIONS[transformation]``. BN is in training mode; ``eps=0`` (the
+    default) makes the invariances exact up to float64 rounding, so an invariant cell is
+    about 1e-15 and a non-invariant one is of order 0.1–1.
+    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    if transformation not in TRANSFORMATIONS:
+        raise ValueError(f"Unknown transformation {transformation!r}; choose one of {list(TRANSFORMATIONS)}.")
+    rng = np.random.default_rng(seed)
+    apply, w = _normalized_layer(norm, d_in, d_out, eps, rng)
+    x = _as(1.0 + 2.0 * rng.standard_normal((n, d_in)))
+    w2, x2 = TRANSFORMATIONS[transformation](w, x, rng)
+    with torch.no_grad():
+        y, y2 = apply(w, x), apply(w2, x2)
+    return float((y2 - y).abs().max() / y.abs().max())
+
+
+@dataclass
+class InvarianceRecord:
+    """``relative_change[i, j]`` for ``norms[i]`` under ``columns[j]``, and the paper's verdicts.
+
+    ``invariant`` is ``relative_change <= tolerance``; ``paper[i, j]`` is True where Ba et al.'s
+    Table 1 says "Invariant".
+    """
+
+    norms: tuple[str, ...]
+    columns: tuple[str, ...]
+    relative_change: np.ndarray
+    invariant: np.ndarray
+    paper: np.ndarray
+    tolerance: float
+    eps: float
+
+
+def invariance_table(seed: int = 0, columns: Sequence[str] = PAPER_COLUMNS, eps: float = 0.0,
+                     tolerance: float = 1e-9) -> InvarianceRecord:
+    """Every cell of Ba, Kiros & Hinton's Table 1 computed with :func:`relative_change`.
+
+    A cell is *invariant* when the output changes by at most ``tolerance`` relative to its
+    largest entry (float64, ε = ``eps``). Columns outside the paper's six get ``paper`` False.
+    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    cells = np.array([[relative_change(norm, column, seed=seed, eps=eps) for column in columns]
+                      for norm in NORMALIZERS])
+    paper = np.array([[BA_ET_AL_TABLE1[norm].get(column, False) for column in columns] for norm in NORMALIZERS])
+    return InvarianceRecord(norms=NORMALIZERS, columns=tuple(columns), relative_change=cells,
+                            invariant=cells <= tolerance, paper=paper, tolerance=tolerance, eps=eps)
+
+
+def invariance_matches_paper(record: InvarianceRecord, broken_above: float = 1e-2) -> bool:
+    """Claim: every computed cell agrees with Ba et al.'s Table 1, with a clear gap: an
+    invariant cell changes by at most ``record.tolerance``, a non-invariant one by more than
+    ``broken_above``."""
+    if record.columns != PAPER_COLUMNS:
+        raise ValueError(f"invariance_matches_paper compares the paper's six columns; got {record.columns}.")
+    cells = record.relative_change
+    separated = np.all((cells <= record.tolerance) | (cells > broken_above))
+    return bool(separated and np.array_equal(record.invariant, record.paper))
+
+
+# ----------------------------------------------------------------------------
+# 2. Which entries share a statistic: the N × C × (H·W) cube
+
+CUBE_NORMS = ("batch", "layer", "instance", "group", "rms")
+
+
+def _cube_layer(norm: str, channels: int, height: int, width: int, groups: int) -> nn.Module:
+    layers: dict[str, Callable[[], nn.Module]] = {
+        "batch": lambda: BatchNorm2d(channels, dtype=F64),
+        "layer": lambda: LayerNorm((channels, height, width), dtype=F64),
+        "instance": lambda: InstanceNorm2d(channels, dtype=F64),
+        "group": lambda: GroupNorm(groups, channels, dtype=F64),
+        "rms": lambda: RMSNorm((channels, height, width), dtype=F64),
+    }
+    if norm not in layers:
+        raise ValueError(f"norm must be one of {list(layers)}; got {norm!r}.")
+    return layers[norm]().train()
+
+
+def statistic_masks(shape: tuple[int, int, int, int] = (6, 6, 3, 2), groups: int = 2, seed: int = 0,
+                    norms: Sequence[str] = CUBE_NORMS) -> dict[str, np.ndarray]:
+    """For each normalizer, the entries of an (N, C, H, W) input whose output moves when entry
+    (0, 0, 0, 0) alone is perturbed: the set that shares its statistics (mean and variance, or
+    the root mean square for RMSNorm). Returned as boolean arrays of shape (N, C, H·W), the
+    axes of Wu & He's (2018) Figure 2. Layers are normlab's: BatchNorm2d in training mode,
+    LayerNorm and RMSNorm over (C, H, W), InstanceNorm2d, GroupNorm with ``groups`` groups.
+    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    n, c, h, w = shape
+    x = torch.as_tensor(np.random.default_rng(seed).standard_normal(shape), dtype=F64)
+    bumped = x.clone()
+    bumped[0, 0, 0, 0] += 0.5
+    masks = {}
+    for norm in norms:
+        layer = _cube_layer(norm, c, h, w, groups)
+        with torch.no_grad():
+            moved = (layer(bumped) - layer(x)).abs() > 1e-12
+        masks[norm] = moved.reshape(n, c, h * w).numpy()
+    return masks
+
+
+def masks_match_definitions(masks: dict[str, np.ndarray], groups: int = 2) -> bool:
+    """Claim: the sets found by perturbation are the textbook ones: BN the channel over the
+    batch and all positions; LN and RMSNorm the example; IN one channel of one example; GN one
+    group of C/G channels of one example."""
+    n, c, hw = next(iter(masks.values())).shape
+    expected = {norm: np.zeros((n, c, hw), dtype=bool) for norm in CUBE_NORMS}
+    expected["batch"][:, 0, :] = True
+    expected["layer"][0] = True
+    expected["rms"][0] = True
+    expected["instance"][0, 0] = True
+    expected["group"][0, : c // groups] = True
+    return all(np.array_equal(mask, expected[norm]) for norm, mask in masks.items())
+
+
+# ----------------------------------------------------------------------------
+# 3. Batch size: BN, GN and LN in the same network
+
+
+BATCH_SIZE_NORMS = ("batch", "group", "layer")
+
+
+def _norm_factory(norm: str, groups: int) -> Callable[[int], nn.Module]:
+    if norm == "batch":
+        return BatchNorm1d
+    if norm == "layer":
+        return LayerNorm
+    if norm == "group":
+        return lambda width: GroupNorm(groups, width)
+    raise ValueError(f"norm must be one of {list(BATCH_SIZE_NORMS)}; got {norm!r}.")
+
+
+@dataclass
+class NormBatchSizeRecord:
+    """``test_accuracy[i, j]``: eval-mode test accuracy of ``norms[i]`` trained at ``batch_sizes[j]``
+    for ``steps[j]`` steps at learning rate ``lrs[j]`` (same number of examples for every run)."""
+
+    norms: tuple[str, ...]
+    batch_sizes: np.ndarray
+    steps: np.ndarray
+    lrs: np.ndarray
+    test_accuracy: np.ndarray
+    examples: int
+    groups: int
+
+    def accuracy(self, norm: str) -> np.ndarray:
+        """Test accuracy of ``norm`` at each batch size."""
+        return self.test_accuracy[self.norms.index(norm)]
+
+
+def batch_size_sensitivity(batch_sizes: Sequence[int] = (32, 16, 8, 4, 2), seed: int = 0, examples: int = 6000,
+                           lr: float = 0.1, norms: Sequence[str] = BATCH_SIZE_NORMS, groups: int = 4,
+                           progress: bool = False, device: str | None = "cpu") -> NormBatchSizeRecord:
+    """Train one MLP with BN, GN or LN after each hidden Linear at each batch size; evaluate.
+
+    The network is the BatchNorm chapter's (three hidden layers of ``HIDDEN`` = 100 units) with
+    ReLU, built by :func:`normlab.models.mlp` from the same seeded weights for every run. The
+    protocol is :func:`normlab.experiments.batchnorm.batch_size_sensitivity`'s "equal examples":
+    every run sees ``examples`` examples, ``examples // b`` steps of plain SGD at batch b, with
+    the linear scaling rule lr_b = ``lr`` · b / max(batch_sizes). GroupNorm on (N, C) input puts
+    the 100 units in ``groups`` groups of 100/``groups``. ReLU rather than the sigmoid of that
+    chapter because with ReLU all three networks are near their ceiling after 6000 examples,
+    which keeps five batch sizes affordable (with the sigmoid, LN and GN reached about 0.89 test
+    accuracy at batch 32 even after 12,000 examples, seed 0). Test accuracy is in eval mode (BN with its running estimates).
+    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    ds = data.digits(seed=seed)
+    sizes = [int(b) for b in batch_sizes]
+    run_steps = [max(1, examples // b) for b in sizes]
+    run_lrs = [lr * b / max(sizes) for b in sizes]
+    accuracy = np.zeros((len(norms), len(sizes)))
+    for i, norm in enumerate(norms):
+        factory = _norm_factory(norm, groups)
+        for j, (batch_size, steps, run_lr) in enumerate(zip(sizes, run_steps, run_lrs)):
+            net = models.mlp(ds.num_features, HIDDEN, ds.num_classes, activation="relu", norm=factory, seed=seed)
+            history = train.train(net, ds, steps=steps, lr=run_lr, batch_size=batch_size, seed=seed,
+                                  eval_every=steps, progress=progress, device=device,
+                                  desc=f"norm={norm}, batch={batch_size}")
+            accuracy[i, j] = history.final_test_accuracy
+    return NormBatchSizeRecord(norms=tuple(norms), batch_sizes=np.asarray(sizes, dtype=np.int64),
+                               steps=np.asarray(run_steps, dtype=np.int64), lrs=np.asarray(run_lrs),
+                               test_accuracy=accuracy, examples=examples, groups=groups)
+
+
+def bn_degrades_where_batch_free_norms_hold(record: NormBatchSizeRecord, bn_drop: float = 0.2,
+                                            hold: float = 0.03) -> bool:
+    """Claim: BN's test accuracy at the smallest batch is at least ``bn_drop`` below its accuracy
+    at the largest, while GN's and LN's accuracies stay within ``hold`` of each other at every
+    batch size (max − min over batch sizes ≤ ``hold``)."""
+    small, large = int(np.argmin(record.batch_sizes)), int(np.argmax(record.batch_sizes))
+    bn = record.accuracy("batch")
+    others = [record.accuracy(norm) for norm in record.norms if norm != "batch"]
+    return bool(bn[large] - bn[small] >= bn_drop and all(a.max() - a.min() <= hold for a in others))
+
+
+# ----------------------------------------------------------------------------
+# 4. LayerNorm in a recurrent network
+
+
+class ElmanRNN(nn.Module):
+    """A tanh RNN, with LayerNorm on the summed inputs (Ba, Kiros & Hinton 2016, §3.1) or without.
+
+    a_t = W_hh h_{t−1} + W_xh x_t,  h_t = tanh(g/σ_t ⊙ (a_t − μ_t) + b)  with ``layer_norm=True``
+    (μ_t, σ_t over the hidden units of each example at each step: normlab's :class:`LayerNorm`),
+    h_t = tanh(a_t + b) without; h_0 = 0; the output at each step is a Linear of h_t.
+    W_hh starts as ``recurrent_gain`` times a random orthogonal matrix, W_xh with entries of
+    variance 1/input_size; all drawn from a generator seeded by ``seed``. ``norm_layer`` builds
+    the LayerNorm: ``torch.nn.LayerNorm`` by default because it runs 50 times per sequence and
+    the fused built-in is cheaper per call than :class:`normlab.layers.LayerNorm` (a Python
+    ``autograd.Function``), which is a drop-in replacement computing the same function.
+    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, layer_norm: bool,
+                 recurrent_gain: float = 1.0, seed: int = 0,
+                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.weight_ih = nn.Parameter(torch.randn(hidden_size, input_size, generator=g) / math.sqrt(input_size))
+        self.weight_hh = nn.Parameter(torch.linalg.qr(torch.randn(hidden_size, hidden_size, generator=g))[0]
+                                      * recurrent_gain)
+        self.norm = norm_layer(hidden_size) if layer_norm else None
+        self.bias = None if layer_norm else nn.Parameter(torch.zeros(hidden_size))  # LN's β is the bias
+        self.output = nn.Linear(hidden_size, output_size)
+        with torch.no_grad():
+            self.output.weight.copy_(torch.randn(output_size, hidden_size, generator=g) / math.sqrt(hidden_size))
+            self.output.bias.zero_()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x of shape (N, T, input_size) → (outputs (N, T, out), summed inputs a (N, T, H), h (N, T, H))."""
+        if x.dim() != 3:
+            raise ValueError(f"ElmanRNN expects input of shape (N, T, input_size); got shape {tuple(x.shape)}.")
+        h = x.new_zeros(x.shape[0], self.weight_hh.shape[0])
+        summed, hidden = [], []
+        inputs = x @ self.weight_ih.T
+        for t in range(x.shape[1]):
+            a = h @ self.weight_hh.T + inputs[:, t]
+            h = torch.tanh(self.norm(a) if self.norm is not None else a + self.bias)
+            summed.append(a)
+            hidden.append(h)
+        hidden_t = torch.stack(hidden, 1)
+        return self.output(hidden_t), torch.stack(summed, 1), hidden_t
+
+
+def delayed_copy(num_sequences: int, length: int, delay: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """x_t ~ N(0, 1) of shape (num_sequences, length, 1); the target is y_t = x_{t−delay} (0 before).
+
+    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    x = torch.randn(num_sequences, length, 1, generator=generator)
+    y = torch.zeros_like(x)
+    y[:, delay:] = x[:, :-delay]
+    return x, y
+
+
+@dataclass
+class RNNStatisticsRecord:
+    """Statistics over time steps of tanh RNNs with and without LN, at several recurrent gains.
+
+    Index order: ``[gain, layer_norm (0: without, 1: with), time step]``.
+    ``tanh_input_std_init``: std over hidden units of the input to tanh (a_t + b without LN, the
+    LN output with it), averaged over test sequences, at initialization; ``summed_input_std_init``
+    the same for a_t itself. ``saturation``: fraction of |h_t| > 0.95 after training.
+    ``loss[g, l, k]``: training loss (MSE) at step ``k``; ``test_loss[g, l]`` after training.
+    """
+
+    gains: np.ndarray
+    tanh_input_std_init: np.ndarray
+    summed_input_std_init: np.ndarray
+    tanh_input_std_trained: np.ndarray
+    saturation: np.ndarray
+    loss: np.ndarray
+    test_loss: np.ndarray
+    length: int
+    delay: int
+    hidden: int
+    steps: int
+
+
+def _rnn_probe(net: ElmanRNN, x: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, Tensor]:
+    with torch.no_grad():
+        out, a, h = net(x)
+        tanh_in = net.norm(a) if net.norm is not None else a + net.bias
+    return (tanh_in.std(2, correction=0).mean(0).numpy(), a.std(2, correction=0).mean(0).numpy(),
+            (h.abs() > 0.95).float().mean((0, 2)).numpy(), out)
+
+
+def rnn_hidden_statistics(gains: Sequence[float] = (1.0, 3.0), seed: int = 0, length: int = 50, delay: int = 5,
+                          hidden: int = 32, steps: int = 200, batch_size: int = 32, lr: float = 0.01,
+                          test_sequences: int = 256, progress: bool = False) -> RNNStatisticsRecord:
+    """Train :class:`ElmanRNN` with and without LN on the delayed-copy task at each recurrent gain.
+
+    The task (:func:`delayed_copy`): read a sequence of ``length`` N(0, 1) numbers and output,
+    at each step t ≥ ``delay``, the number seen ``delay`` steps earlier; the loss is the mean
+    squared error over those steps (predicting 0 scores 1). Both networks start from the same
+    seeded weights and see the same sequences, trained by Adam at ``lr`` for ``steps`` steps of
+    ``batch_size`` sequences. Statistics over time steps are measured on ``test_sequences``
+    held-out sequences.
+    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    test_x, test_y = delayed_copy(test_sequences, length, delay, torch.Generator().manual_seed(10_000 + seed))
+    shape = (len(gains), 2)
+    std_init, summed_init = np.zeros(shape + (length,)), np.zeros(shape + (length,))
+    std_trained, saturation = np.zeros(shape + (length,)), np.zeros(shape + (length,))
+    losses, test_loss = np.zeros(shape + (steps,)), np.zeros(shape)
+    with tqdm(total=len(gains) * 2 * steps, disable=not progress, desc="RNN", leave=False) as bar:
+        for i, gain in enumerate(gains):
+            for j, layer_norm in enumerate((False, True)):
+                net = ElmanRNN(1, hidden, 1, layer_norm, recurrent_gain=gain, seed=seed)
+                std_init[i, j], summed_init[i, j], _, _ = _rnn_probe(net, test_x)
+                opt = torch.optim.Adam(net.parameters(), lr=lr)
+                generator = torch.Generator().manual_seed(seed)
+                for k in range(steps):
+                    x, y = delayed_copy(batch_size, length, delay, generator)
+                    loss = ((net(x)[0] - y)[:, delay:] ** 2).mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    losses[i, j, k] = loss.item()
+                    bar.update(1)
+                std_trained[i, j], _, saturation[i, j], out = _rnn_probe(net, test_x)
+                test_loss[i, j] = float(((out - test_y)[:, delay:] ** 2).mean())
+    return RNNStatisticsRecord(gains=np.asarray(gains, dtype=np.float64), tanh_input_std_init=std_init,
+                               summed_input_std_init=summed_init, tanh_input_std_trained=std_trained,
+                               saturation=saturation, loss=losses, test_loss=test_loss, length=length,
+                               delay=delay, hidden=hidden, steps=steps)
+
+
+def _gain_index(record: RNNStatisticsRecord, gain: float) -> int:
+    matches = np.nonzero(np.isclose(record.gains, gain))[0]
+    if not matches.size:
+        raise ValueError(f"gain {gain} was not run; the record has gains {list(record.gains)}.")
+    return int(matches[0])
+
+
+def ln_fixes_scale_over_time(record: RNNStatisticsRecord, gain: float = 3.0, growth: float = 2.0,
+                             tolerance: float = 0.05) -> bool:
+    """Claim: at initialization with recurrent gain ``gain``, the std over units of the tanh input
+    grows by at least ``growth`` from the first to the last step without LN, while with LN it is
+    within ``tolerance`` of 1 at every step and every gain."""
+    i = _gain_index(record, gain)
+    without = record.tanh_input_std_init[i, 0]
+    with_ln = record.tanh_input_std_init[:, 1]
+    return bool(without[-1] >= growth * without[0] and np.all(np.abs(with_ln - 1.0) <= tolerance))
+
+
+def ln_rescues_large_recurrent_gain(record: RNNStatisticsRecord, gain: float = 3.0, factor: float = 3.0,
+                                    saturated: float = 0.3, unsaturated: float = 0.1) -> bool:
+    """Claim: at recurrent gain ``gain``, after training, the RNN without LN has a test loss at
+    least ``factor`` times that of the RNN with LN, and more than ``saturated`` of its hidden
+    units are saturated (|h| > 0.95, averaged over steps) against fewer than ``unsaturated`` with LN."""
+    i = _gain_index(record, gain)
+    sat = record.saturation[i].mean(axis=-1)
+    return bool(record.test_loss[i, 0] >= factor * record.test_loss[i, 1]
+                and sat[0] > saturated and sat[1] < unsaturated)
+
+
+def plain_rnn_wins_at_unit_gain(record: RNNStatisticsRecord, gain: float = 1.0, factor: float = 3.0) -> bool:
+    """Claim (LN is not free): at recurrent gain ``gain`` the RNN without LN ends with a test loss
+    at least ``factor`` times smaller than the RNN with LN."""
+    i = _gain_index(record, gain)
+    return bool(record.test_loss[i, 1] >= factor * record.test_loss[i, 0])
+
+
+# ----------------------------------------------------------------------------
+# 5. The comparison table: speed, and what each normalizer keeps or discards
+
+
+TIMED_NORMS = ("batch", "layer", "group", "rms")
+
+
+def _timed_layer(norm: str, implementation: str, features: int, groups: int) -> nn.Module:
+    import normlab.layers as normlab_layers
+
+    module = {"torch": nn, "normlab": normlab_layers}[implementation]
+    return {"batch": lambda: module.BatchNorm1d(features), "layer": lambda: module.LayerNorm(features),
+            "group": lambda: module.GroupNorm(groups, features), "rms": lambda: module.RMSNorm(features)}[norm]()
+
+
+@dataclass
+class TimingRecord:
+    """``seconds[i, k]``: median wall time of one forward and backward pass of ``norms[i]`` by
+    ``implementations[k]`` on a (batch, features) input; ``ratio_to_batch`` divides by BN's."""
+
+    norms: tuple[str, ...]
+    implementations: tuple[str, ...]
+    seconds: np.ndarray
+    shape: tuple[int, int]
+    repeats: int
+
+    @property
+    def ratio_to_batch(self) -> np.ndarray:
+        return self.seconds / self.seconds[self.norms.index("batch")]
+
+
+def normalizer_timings(batch: int = 128, features: int = 512, groups: int = 32, repeats: int = 41,
+                       implementations: Sequence[str] = ("torch", "normlab"), seed: int = 0) -> TimingRecord:
+    """Median time of forward + backward for BN, LN, GN and RMSNorm on one (batch, features) input.
+
+    The layers run interleaved (one pass of each, ``repeats`` rounds) so that a slow moment of
+    a shared CPU hits all of them alike; the median discards the outliers. ``torch`` times the
+    built-ins of ``torch.nn``, ``normlab`` the layers of :mod:`normlab.layers` (a Python
+    ``autograd.Function`` with the closed-form backward). Times are for the current thread
+    settings and machine: compare ratios, not absolute numbers.
+    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, features, generator=generator)
+    grad = torch.randn(batch, features, generator=generator)  # a dense upstream gradient, as in a network
+    layers = {(norm, impl): _timed_layer(norm, impl, features, groups)
+              for norm in TIMED_NORMS for impl in implementations}
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in layers}
+    for _ in range(repeats):
+        for key, layer in layers.items():
+            inp = x.clone().requires_grad_(True)
+            start = time.perf_counter()
+            layer(inp).backward(grad)
+            times[key].append(time.perf_counter() - start)
+    seconds = np.array([[np.median(times[(norm, impl)][1:]) for impl in implementations] for norm in TIMED_NORMS])
+    return TimingRecord(norms=TIMED_NORMS, implementations=tuple(implementations), seconds=seconds,
+                        shape=(batch, features), repeats=repeats)
+
+
+def timings_within(record: TimingRecord, factor: float = 10.0) -> bool:
+    """Claim (coarse, timings are noisy): every normalizer's forward + backward takes less than
+    ``factor`` times BN's, for every implementation."""
+    return bool(np.all(record.ratio_to_batch < factor))
+
+
+@dataclass
+class ComparisonRecord:
+    """Measurements behind the limitations column of the comparison table (relative changes are
+    max |Δy| / max |y|).
+
+    - ``bn_train_eval_gap``: BN after training steps, train-mode output vs eval-mode output on
+      the same batch; ``ln_train_eval_gap``: the same for LN (0: one computation).
+    - ``bn_batch_dependence``: how much one example's BN output moves when its batch-mates
+      change (train mode); ``ln_batch_dependence``: the same for LN.
+    - ``instance_contrast_change``: InstanceNorm's output change when each channel of an image
+      is scaled and shifted (contrast and brightness): ~0, the information is discarded.
+    - ``instance_single_pixel_error``: whether InstanceNorm refuses a 1 × 1 feature map.
+    - ``rms_shift_change`` / ``ln_shift_change``: output change when a constant is added to
+      every feature of an example (RMSNorm does not centre; LN does).
+    - ``group_equals_layer`` / ``group_equals_instance``: GN with G = 1 vs LN over (C, H, W),
+      and GN with G = C vs InstanceNorm (max absolute difference).
+    """
+
+    bn_train_eval_gap: float
+    ln_train_eval_gap: float
+    bn_batch_dependence: float
+    ln_batch_dependence: float
+    instance_contrast_change: float
+    instance_single_pixel_error: bool
+    rms_shift_change: float
+    ln_shift_change: float
+    group_equals_layer: float
+    group_equals_instance: float
+
+
+def _rel(a: Tensor, b: Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def comparison_measurements(seed: int = 0, features: int = 16, batch: int = 8) -> ComparisonRecord:
+    """The small computations behind the chapter's comparison table (see :class:`ComparisonRecord`).
+
+    Float64 throughout; BN and LN layers get a few SGD steps on a random regression so that
+    BN's running estimates differ from the batch statistics as they do in practice.
+    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = 2.0 + 3.0 * torch.randn(batch, features, generator=g, dtype=F64)
+    gaps, dependence = {}, {}
+    for name, layer in (("batch", BatchNorm1d(features, dtype=F64)), ("layer", LayerNorm(features, dtype=F64))):
+        net = nn.Sequential(nn.Linear(features, features, dtype=F64), layer)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        for _ in range(20):
+            xb = 2.0 + 3.0 * torch.randn(batch, features, generator=g, dtype=F64)
+            loss = (net(xb) - xb.flip(1)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            net.train()
+            train_out = net(x)
+            other = torch.cat([x[:1], 2.0 + 3.0 * torch.randn(batch - 1, features, generator=g, dtype=F64)])
+            dependence[name] = _rel(net(other)[0], train_out[0])
+            net.eval()
+            gaps[name] = _rel(net(x), train_out)
+
+    image = torch.randn(2, 3, 5, 5, generator=g, dtype=F64)
+    contrast = torch.tensor([0.5, 2.0, 3.0], dtype=F64).reshape(1, 3, 1, 1)
+    brightness = torch.tensor([1.0, -2.0, 0.3], dtype=F64).reshape(1, 3, 1, 1)
+    instance = InstanceNorm2d(3, eps=0.0, dtype=F64)  # ε = 0: exact invariance to contrast
+    try:
+        instance(torch.randn(2, 3, 1, 1, dtype=F64))
+        refused = False
+    except ValueError:
+        refused = True
+
+    shift = 5.0
+    rms, ln = RMSNorm(features, dtype=F64), LayerNorm(features, dtype=F64)
+    c, h, w = 4, 3, 3
+    maps = torch.randn(2, c, h, w, generator=g, dtype=F64)
+    with torch.no_grad():
+        instance_change = _rel(instance(image * contrast + brightness), instance(image))
+        rms_change, ln_change = _rel(rms(x + shift), rms(x)), _rel(ln(x + shift), ln(x))
+        as_layer = (GroupNorm(1, c, dtype=F64)(maps) - LayerNorm((c, h, w), dtype=F64)(maps)).abs().max()
+        as_instance = (GroupNorm(c, c, dtype=F64)(maps) - InstanceNorm2d(c, dtype=F64)(maps)).abs().max()
+    return ComparisonRecord(
+        bn_train_eval_gap=gaps["batch"], ln_train_eval_gap=gaps["layer"],
+        bn_batch_dependence=dependence["batch"], ln_batch_dependence=dependence["layer"],
+        instance_contrast_change=instance_change, instance_single_pixel_error=refused,
+        rms_shift_change=rms_change, ln_shift_change=ln_change,
+        group_equals_layer=float(as_layer), group_equals_instance=float(as_instance))
+
+
+def comparison_facts_hold(record: ComparisonRecord, exact: float = 1e-9, visible: float = 0.01) -> bool:
+    """Claim: every limitation in the comparison table shows. BN's train and eval outputs differ
+    and one example's BN output depends on its batch-mates (> ``visible``), LN's do not
+    (≤ ``exact``); InstanceNorm forgets per-channel contrast and brightness (≤ ``exact``) and
+    refuses 1 × 1 maps; RMSNorm moves under a shift of all features (> ``visible``), LN does
+    not; GN with G = 1 is LN and with G = C is InstanceNorm (≤ ``exact``)."""
+    return bool(record.bn_train_eval_gap > visible and record.ln_train_eval_gap <= exact
+                and record.bn_batch_dependence > visible and record.ln_batch_dependence <= exact
+                and record.instance_contrast_change <= exact and record.instance_single_pixel_error
+                and record.rms_shift_change > visible and record.ln_shift_change <= exact
+                and record.group_equals_layer <= exact and record.group_equals_instance <= exact)
+
+
+def ln_insensitive_to_gain(record: RNNStatisticsRecord, factor: float = 2.0) -> bool:
+    """Claim: with LN, the largest test loss over the recurrent gains is at most ``factor`` times
+    the smallest."""
+    with_ln = record.test_loss[:, 1]
+    return bool(with_ln.max() <= factor * with_ln.min())
