@@ -1,0 +1,457 @@
+"""Experiments of chapter "Weight decay in scale-invariant networks".
+
+Every experiment uses the same network: a ReLU MLP with two hidden layers of 64 units and
+:class:`normlab.layers.BatchNorm1d` between each hidden Linear and its ReLU
+(:func:`bn_mlp`), on scikit-learn's 8x8 digits (:func:`normlab.data.digits`), trained by
+plain minibatch SGD (no momentum) in float64. The two hidden weight matrices are
+scale-invariant (:func:`normlab.scale_invariance.scale_invariant_weights`); the output
+layer and BN's γ, β are not.
+
+- :func:`scale_invariance_on_network`: L(cW) and c·∇L(cW) against L(W) and ∇L(W), and
+  cos(w_i, g_i), with ε = 0 and ε = 10⁻⁵. Claims: :func:`loss_is_scale_invariant`,
+  :func:`gradient_scales_inversely`, :func:`gradient_is_orthogonal`,
+  :func:`eps_breaks_invariance_at_small_scale`.
+- :func:`rescaled_training`: training from (cW, c²η) against (W, η). Claims:
+  :func:`rescaled_runs_match`, :func:`eps_separates_small_scale_runs`.
+- :func:`weight_decay_sweep`: weight norms, effective learning rates and test accuracy
+  for several weight decays. Claims: :func:`norm_identity_holds`,
+  :func:`norm_grows_without_decay`, :func:`decay_reaches_equilibrium`,
+  :func:`effective_lr_raised_by_decay`.
+- :func:`weight_decay_sweep` with ``decay_bn_affine=False``: no decay on BN's γ and β.
+  Claim: :func:`gamma_shrinks_under_decay`.
+
+Each claim is a function of the returned record(s), so the chapter's check cells and the
+tests assert exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from normlab import data, models
+from normlab.layers import BatchNorm1d
+from normlab.scale_invariance import equilibrium_relative_update, radial_cosine, scale_invariant_weights
+
+__all__ = [
+    "InvarianceRecord",
+    "RescaledTrainingRecord",
+    "WeightDecayRecord",
+    "bn_mlp",
+    "decay_reaches_equilibrium",
+    "effective_lr_raised_by_decay",
+    "eps_breaks_invariance_at_small_scale",
+    "eps_separates_small_scale_runs",
+    "gamma_shrinks_under_decay",
+    "gradient_is_orthogonal",
+    "gradient_scales_inversely",
+    "loss_is_scale_invariant",
+    "norm_grows_without_decay",
+    "norm_identity_holds",
+    "relative_update_rms",
+    "rescaled_training",
+    "rescaled_runs_match",
+    "scale_invariance_on_network",
+    "weight_decay_sweep",
+]
+
+HIDDEN = (64, 64)
+DTYPE = torch.float64
+
+
+def bn_mlp(num_features: int, num_classes: int, seed: int, eps: float = 1e-5) -> nn.Sequential:
+    """The chapter's network: Linear → BatchNorm1d(ε) → ReLU, twice, then a Linear head; float64.
+
+    Used in chapter "Weight decay in scale-invariant networks".
+    """
+    norm = partial(BatchNorm1d, eps=eps)
+    return models.mlp(num_features, HIDDEN, num_classes, activation="relu", norm=norm, seed=seed).to(DTYPE)
+
+
+def _dataset(seed: int) -> data.Dataset:
+    ds = data.digits(seed=seed)
+    return data.Dataset(name=ds.name, x_train=ds.x_train.to(DTYPE), y_train=ds.y_train,
+                        x_test=ds.x_test.to(DTYPE), y_test=ds.y_test, num_classes=ds.num_classes)
+
+
+def _loss_and_grads(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+    net.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(net(x), y)
+    loss.backward()
+    return loss.item(), [w.grad.detach().clone() for w in scale_invariant_weights(net).values()]
+
+
+# ----------------------------------------------------------------------------
+# 1. Scale invariance on a network
+
+
+@dataclass
+class InvarianceRecord:
+    """Loss and gradients of one minibatch when every scale-invariant weight is multiplied by c.
+
+    ``loss_deviation[e, k]`` is |L(c_k W) − L(W)| / L(W) with ``eps_values[e]``;
+    ``gradient_deviation[e, k]`` is the largest, over the layers, of
+    ‖c_k ∇L(c_k W) − ∇L(W)‖ / ‖∇L(W)‖; ``max_abs_cosine[e]`` is the largest |cos(w_i, g_i)|
+    over all units of all scale-invariant layers at c = 1, and ``median_abs_cosine_random``
+    the median |cos(w_i, r_i)| for a random r_i of the same shape (what "not orthogonal"
+    looks like in this dimension).
+    """
+
+    scales: np.ndarray
+    eps_values: np.ndarray
+    loss: np.ndarray                 # (eps, scale)
+    loss_deviation: np.ndarray       # (eps, scale)
+    gradient_deviation: np.ndarray   # (eps, scale)
+    max_abs_cosine: np.ndarray       # (eps,)
+    median_abs_cosine_random: float
+
+
+def scale_invariance_on_network(seed: int = 0, scales: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e3),
+                                eps_values: Sequence[float] = (0.0, 1e-5), batch_size: int = 128
+                                ) -> InvarianceRecord:
+    """Multiply both hidden weight matrices of :func:`bn_mlp` by c and compare loss and gradients.
+
+    One minibatch of ``batch_size`` training images, train mode (batch statistics), float64.
+    With ε = 0 the loss should not depend on c and c·∇L(cW) should equal ∇L(W)
+    (equation 1 of :mod:`normlab.scale_invariance`); with ε > 0 both hold only while the
+    batch variance of the scaled pre-activations is large compared to ε.
+    Used in chapter "Weight decay in scale-invariant networks".
+    """
+    ds = _dataset(seed)
+    idx = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(seed))[:batch_size]
+    x, y = ds.x_train[idx], ds.y_train[idx]
+    scales = np.asarray(scales, dtype=np.float64)
+    losses = np.zeros((len(eps_values), len(scales)))
+    loss_dev = np.zeros_like(losses)
+    grad_dev = np.zeros_like(losses)
+    max_cos = np.zeros(len(eps_values))
+    for e, eps in enumerate(eps_values):
+        net = bn_mlp(ds.num_features, ds.num_classes, seed, eps=eps)
+        base_loss, base_grads = _loss_and_grads(net, x, y)
+        weights = scale_invariant_weights(net)
+        max_cos[e] = max(radial_cosine(w.detach(), g).abs().max().item() for w, g in zip(weights.values(), base_grads))
+        for k, c in enumerate(scales):
+            scaled = copy.deepcopy(net)
+            with torch.no_grad():
+                for w in scale_invariant_weights(scaled).values():
+                    w.mul_(c)
+            losses[e, k], grads = _loss_and_grads(scaled, x, y)
+            grad_dev[e, k] = max(((c * g - g0).norm() / g0.norm()).item() for g, g0 in zip(grads, base_grads))
+        loss_dev[e] = np.abs(losses[e] - base_loss) / base_loss
+    rng = torch.Generator().manual_seed(seed + 1)
+    w = next(iter(scale_invariant_weights(net).values())).detach()
+    random_cos = radial_cosine(w, torch.randn(w.shape, generator=rng, dtype=w.dtype)).abs().median().item()
+    return InvarianceRecord(scales=scales, eps_values=np.asarray(eps_values, dtype=np.float64), loss=losses,
+                            loss_deviation=loss_dev, gradient_deviation=grad_dev, max_abs_cosine=max_cos,
+                            median_abs_cosine_random=random_cos)
+
+
+def loss_is_scale_invariant(record: InvarianceRecord, tol: float = 1e-12) -> bool:
+    """Claim: with ε = 0, |L(cW) − L(W)| / L(W) < ``tol`` for every c."""
+    return bool(np.all(record.loss_deviation[record.eps_values == 0] < tol))
+
+
+def gradient_scales_inversely(record: InvarianceRecord, tol: float = 1e-10) -> bool:
+    """Claim: with ε = 0, ‖c∇L(cW) − ∇L(W)‖ / ‖∇L(W)‖ < ``tol`` for every c and layer."""
+    return bool(np.all(record.gradient_deviation[record.eps_values == 0] < tol))
+
+
+def gradient_is_orthogonal(record: InvarianceRecord, tol: float = 1e-10, eps_tol: float = 1e-4) -> bool:
+    """Claim: |cos(w_i, g_i)| < ``tol`` for every unit with ε = 0, and < ``eps_tol`` with ε > 0."""
+    exact = record.eps_values == 0
+    return bool(np.all(record.max_abs_cosine[exact] < tol) and np.all(record.max_abs_cosine[~exact] < eps_tol))
+
+
+def eps_breaks_invariance_at_small_scale(record: InvarianceRecord, small: float = 1e-3, large: float = 10.0,
+                                         broken: tuple[float, float] = (1e-3, 0.3),
+                                         kept: tuple[float, float] = (1e-4, 1e-3)) -> bool:
+    """Claim: with ε > 0, at c = ``small`` the loss and the rescaled gradient deviate from their
+    values at c = 1 by more than ``broken`` = (loss, gradient) (relative), while for every
+    c ≥ ``large`` they stay within ``kept`` = (loss, gradient)."""
+    eps = record.eps_values > 0
+    small_k, large_k = record.scales == small, record.scales >= large
+    ok = True
+    for dev, lo, hi in [(record.loss_deviation[eps], broken[0], kept[0]),
+                        (record.gradient_deviation[eps], broken[1], kept[1])]:
+        ok &= bool(np.all(dev[:, small_k] > lo) and np.all(dev[:, large_k] < hi))
+    return ok
+
+
+# ----------------------------------------------------------------------------
+# Shared training loop: plain SGD with per-group learning rate and weight decay
+
+
+@dataclass
+class _Run:
+    loss: np.ndarray              # (steps,) minibatch loss before each step
+    norms: np.ndarray             # (layers, steps + 1) ‖W_l‖ before step 1, after each step
+    grad_norms: np.ndarray        # (layers, steps) ‖∇L‖ of the loss alone, at each step
+    eval_steps: np.ndarray
+    test_accuracy: np.ndarray
+    final_gamma_mean: np.ndarray  # (BN layer,) mean of BN's γ over the units at the end
+    final_weights: list[np.ndarray]
+
+
+def _accuracy(net: nn.Module, ds: data.Dataset) -> float:
+    net.eval()
+    with torch.no_grad():
+        acc = (net(ds.x_test).argmax(1) == ds.y_test).double().mean().item()
+    net.train()
+    return acc
+
+
+def _sgd(net: nn.Sequential, ds: data.Dataset, *, steps: int, lr: float, batch_size: int, seed: int,
+         weight_decay: float = 0.0, invariant_lr: float | None = None, decay_bn_affine: bool = True,
+         eval_every: int = 100) -> _Run:
+    """Plain minibatch SGD; the scale-invariant weights may get their own learning rate.
+
+    Minibatches: a fresh permutation of the training set each epoch, drawn from a
+    generator seeded by ``seed`` (as :func:`normlab.train.train`). Weight decay is torch's
+    coupled L2 term (w ← w − η(g + λw)), on every parameter, or on all but BN's γ and β
+    when ``decay_bn_affine`` is False.
+    """
+    invariant = scale_invariant_weights(net)
+    invariant_ids = {id(p) for p in invariant.values()}
+    affine_ids = {id(p) for name, p in net.named_parameters() if name.startswith("norm")}
+    groups = [{"params": list(invariant.values()), "lr": invariant_lr if invariant_lr is not None else lr,
+               "weight_decay": weight_decay}]
+    others = [p for p in net.parameters() if id(p) not in invariant_ids and id(p) not in affine_ids]
+    affine = [p for p in net.parameters() if id(p) in affine_ids]
+    groups.append({"params": others, "lr": lr, "weight_decay": weight_decay})
+    groups.append({"params": affine, "lr": lr, "weight_decay": weight_decay if decay_bn_affine else 0.0})
+    opt = torch.optim.SGD(groups, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    n = len(ds.x_train)
+    per_epoch = n // batch_size
+    layers = list(invariant.values())
+    losses = np.zeros(steps)
+    norms = np.zeros((len(layers), steps + 1))
+    grad_norms = np.zeros((len(layers), steps))
+    norms[:, 0] = [w.detach().norm().item() for w in layers]
+    eval_steps, accuracy = [0], [_accuracy(net, ds)]
+    order = torch.empty(0, dtype=torch.int64)
+    for step in range(1, steps + 1):
+        position = (step - 1) % per_epoch
+        if position == 0:
+            order = torch.randperm(n, generator=generator)
+        batch = order[position * batch_size:(position + 1) * batch_size]
+        loss = F.cross_entropy(net(ds.x_train[batch]), ds.y_train[batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        losses[step - 1] = loss.item()
+        with torch.no_grad():
+            grad_norms[:, step - 1] = torch.stack([w.grad.norm() for w in layers]).numpy()
+        opt.step()
+        with torch.no_grad():
+            norms[:, step] = torch.stack([w.norm() for w in layers]).numpy()
+        if step % eval_every == 0 or step == steps:
+            eval_steps.append(step)
+            accuracy.append(_accuracy(net, ds))
+    gammas = [m.weight.detach().mean().item() for name, m in net.named_children() if name.startswith("norm")]
+    return _Run(loss=losses, norms=norms, grad_norms=grad_norms, eval_steps=np.asarray(eval_steps),
+                test_accuracy=np.asarray(accuracy), final_gamma_mean=np.asarray(gammas),
+                final_weights=[w.detach().numpy().copy() for w in layers])
+
+
+# ----------------------------------------------------------------------------
+# 2. (cW, c²η) trains like (W, η)
+
+
+@dataclass
+class RescaledTrainingRecord:
+    """Training from scaled initial weights with a scaled learning rate, against the reference.
+
+    The scale-invariant weights of run (e, k) start at ``scales[k]`` times the reference's
+    and train with learning rate ``scales[k]² · lr``; every other parameter is the same and
+    trains at ``lr``. ``loss[e, k]`` is its minibatch loss curve with ``eps_values[e]``,
+    ``reference_loss[e]`` the run at c = 1. ``loss_deviation[e, k]`` is the largest
+    |loss − reference loss| over the steps; ``direction_deviation[e, k]`` is the largest,
+    over layers, of ‖W/c − W_ref‖ / ‖W_ref‖ at the end.
+    """
+
+    scales: np.ndarray
+    eps_values: np.ndarray
+    lr: float
+    steps: int
+    reference_loss: np.ndarray       # (eps, steps)
+    loss: np.ndarray                 # (eps, scale, steps)
+    loss_deviation: np.ndarray       # (eps, scale)
+    direction_deviation: np.ndarray  # (eps, scale)
+
+
+def rescaled_training(seed: int = 0, scales: Sequence[float] = (1e-3, 1e-1, 10.0),
+                      eps_values: Sequence[float] = (0.0, 1e-5), steps: int = 150, lr: float = 0.1,
+                      batch_size: int = 64) -> RescaledTrainingRecord:
+    """Train :func:`bn_mlp` from (W, η) and from (cW, c²η) on the same minibatches; no weight decay.
+
+    If g = ∇L(W), the scaled run sees gradient g/c, so its step is c²η·g/c = c·ηg and it
+    stays at exactly c times the reference: the same function, the same losses. ε breaks
+    this when c is small enough that the pre-activations' batch variance approaches ε.
+    Used in chapter "Weight decay in scale-invariant networks".
+    """
+    ds = _dataset(seed)
+    scales = np.asarray(scales, dtype=np.float64)
+    ref_loss = np.zeros((len(eps_values), steps))
+    loss = np.zeros((len(eps_values), len(scales), steps))
+    loss_dev = np.zeros((len(eps_values), len(scales)))
+    dir_dev = np.zeros_like(loss_dev)
+    for e, eps in enumerate(eps_values):
+        net = bn_mlp(ds.num_features, ds.num_classes, seed, eps=eps)
+        reference = _sgd(copy.deepcopy(net), ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                         eval_every=steps)
+        ref_loss[e] = reference.loss
+        for k, c in enumerate(scales):
+            scaled = copy.deepcopy(net)
+            with torch.no_grad():
+                for w in scale_invariant_weights(scaled).values():
+                    w.mul_(c)
+            run = _sgd(scaled, ds, steps=steps, lr=lr, invariant_lr=c * c * lr, batch_size=batch_size,
+                       seed=seed, eval_every=steps)
+            loss[e, k] = run.loss
+            loss_dev[e, k] = np.max(np.abs(run.loss - reference.loss))
+            dir_dev[e, k] = max(np.linalg.norm(w / c - w0) / np.linalg.norm(w0)
+                                for w, w0 in zip(run.final_weights, reference.final_weights))
+    return RescaledTrainingRecord(scales=scales, eps_values=np.asarray(eps_values, dtype=np.float64), lr=lr,
+                                  steps=steps, reference_loss=ref_loss, loss=loss, loss_deviation=loss_dev,
+                                  direction_deviation=dir_dev)
+
+
+def rescaled_runs_match(record: RescaledTrainingRecord, tol: float = 1e-9) -> bool:
+    """Claim: with ε = 0, every rescaled run's losses and final weight directions match the
+    reference's to ``tol`` (rounding only)."""
+    exact = record.eps_values == 0
+    return bool(np.all(record.loss_deviation[exact] < tol) and np.all(record.direction_deviation[exact] < tol))
+
+
+def eps_separates_small_scale_runs(record: RescaledTrainingRecord, small: float = 1e-3, large: float = 0.1,
+                                   apart: float = 0.1, close: float = 0.05) -> bool:
+    """Claim: with ε > 0, the run at c = ``small`` ends with weight directions more than ``apart``
+    (relative) from the reference's, while every run with c ≥ ``large`` stays within ``close``."""
+    eps = record.eps_values > 0
+    dev = record.direction_deviation[eps]
+    return bool(np.all(dev[:, record.scales == small] > apart) and np.all(dev[:, record.scales >= large] < close))
+
+
+# ----------------------------------------------------------------------------
+# 3. Weight norms and effective learning rates under weight decay
+
+
+@dataclass
+class WeightDecayRecord:
+    """One training run per weight decay, same initial weights and minibatches.
+
+    ``norms[i, l, t]`` is ‖W_l‖ (Frobenius) of scale-invariant layer l after t steps with
+    ``weight_decays[i]``; ``grad_norms[i, l, t]`` the norm of the loss gradient (decay term
+    excluded) at step t + 1. ``effective_lr = lr / norms²``. ``identity_error[i]`` is the
+    largest relative error of ‖W_{t+1}‖² = (1 − ηλ)²‖W_t‖² + η²‖g_t‖² over all steps and
+    layers. ``test_accuracy[i, j]`` is measured in eval mode after ``eval_steps[j]`` steps.
+    """
+
+    weight_decays: np.ndarray
+    lr: float
+    steps: int
+    loss: np.ndarray            # (decay, steps)
+    norms: np.ndarray           # (decay, layer, steps + 1)
+    grad_norms: np.ndarray      # (decay, layer, steps)
+    effective_lr: np.ndarray    # (decay, layer, steps + 1)
+    identity_error: np.ndarray  # (decay,)
+    eval_steps: np.ndarray
+    test_accuracy: np.ndarray   # (decay, evals)
+    gamma_mean: np.ndarray      # (decay, BN layer): mean of BN's γ over the units at the end
+    decay_bn_affine: bool
+
+
+def weight_decay_sweep(seed: int = 0, weight_decays: Sequence[float] = (0.0, 1e-3, 1e-2, 3e-2),
+                       steps: int = 1500, lr: float = 0.5, batch_size: int = 64, eval_every: int = 100,
+                       decay_bn_affine: bool = True) -> WeightDecayRecord:
+    """Train :func:`bn_mlp` (ε = 10⁻⁵) with plain SGD at each weight decay.
+
+    The decay applies to every parameter, or to all but BN's γ and β when
+    ``decay_bn_affine`` is False. Records the norms of the scale-invariant weights at every
+    step, the norms of their loss gradients, the test accuracy every ``eval_every`` steps
+    and the final mean of γ.
+    Used in chapter "Weight decay in scale-invariant networks".
+    """
+    ds = _dataset(seed)
+    net = bn_mlp(ds.num_features, ds.num_classes, seed)
+    runs = [_sgd(copy.deepcopy(net), ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed, weight_decay=wd,
+                 eval_every=eval_every, decay_bn_affine=decay_bn_affine) for wd in weight_decays]
+    norms = np.stack([r.norms for r in runs])
+    grads = np.stack([r.grad_norms for r in runs])
+    errors = []
+    for wd, r in zip(weight_decays, runs):
+        predicted = (1 - lr * wd) ** 2 * r.norms[:, :-1] ** 2 + lr**2 * r.grad_norms**2
+        errors.append(np.max(np.abs(r.norms[:, 1:] ** 2 - predicted) / r.norms[:, 1:] ** 2))
+    return WeightDecayRecord(weight_decays=np.asarray(weight_decays, dtype=np.float64), lr=lr, steps=steps,
+                             loss=np.stack([r.loss for r in runs]), norms=norms, grad_norms=grads,
+                             effective_lr=lr / norms**2, identity_error=np.asarray(errors),
+                             eval_steps=runs[0].eval_steps, test_accuracy=np.stack([r.test_accuracy for r in runs]),
+                             gamma_mean=np.stack([r.final_gamma_mean for r in runs]), decay_bn_affine=decay_bn_affine)
+
+
+def relative_update_rms(record: WeightDecayRecord, last: float = 0.25) -> np.ndarray:
+    """√mean(η²‖g_t‖²/‖W_t‖²) over the last ``last`` fraction of steps, per (decay, layer)."""
+    start = int(record.steps * (1 - last))
+    ratio = record.lr * record.grad_norms[:, :, start:] / record.norms[:, :, start:-1]
+    return np.sqrt(np.mean(ratio**2, axis=-1))
+
+
+def norm_identity_holds(record: WeightDecayRecord, tol: float = 2e-2) -> bool:
+    """Claim: equation (2) holds at every step, every layer and every decay to ``tol`` (relative)."""
+    return bool(np.all(record.identity_error < tol))
+
+
+def norm_grows_without_decay(record: WeightDecayRecord, factor: float = 1.0) -> bool:
+    """Claim: without weight decay, ‖W‖ never decreases in any layer, and ends at least
+    ``factor`` times its initial value."""
+    norms = record.norms[record.weight_decays == 0]
+    return bool(norms.size and np.all(np.diff(norms, axis=-1) >= 0)
+                and np.all(norms[..., -1] >= factor * norms[..., 0]))
+
+
+def decay_reaches_equilibrium(record: WeightDecayRecord, min_decay: float = 1e-2, rtol: float = 0.1,
+                              last: float = 0.25) -> bool:
+    """Claim: for every decay ≥ ``min_decay``, the RMS relative update η‖g‖/‖W‖ over the last
+    ``last`` of training is within ``rtol`` of √(ηλ(2 − ηλ)) in every layer."""
+    rms = relative_update_rms(record, last)
+    ok = True
+    for i, wd in enumerate(record.weight_decays):
+        if wd >= min_decay:
+            predicted = equilibrium_relative_update(record.lr, wd)
+            ok &= bool(np.all(np.abs(rms[i] / predicted - 1) < rtol))
+    return ok
+
+
+def effective_lr_raised_by_decay(record: WeightDecayRecord, factor: float = 2.0) -> bool:
+    """Claim: at the end of training the effective learning rate η/‖W‖² of every layer is at
+    least ``factor`` times larger with the largest weight decay than without decay."""
+    final = record.effective_lr[:, :, -1]
+    none = final[record.weight_decays == 0]
+    top = final[np.argmax(record.weight_decays)]
+    return bool(none.size and np.all(top >= factor * none))
+
+
+# ----------------------------------------------------------------------------
+# 4. Decaying BN's γ and β, or not
+
+
+def gamma_shrinks_under_decay(decayed: WeightDecayRecord, undecayed: WeightDecayRecord, weight_decay: float = 1e-2,
+                              below: float = 0.5) -> bool:
+    """Claim: with decay ``weight_decay`` on γ, the mean γ of every BN layer ends below ``below``
+    times its mean in the same run without decay on γ and β (``undecayed``, from
+    ``decay_bn_affine=False``)."""
+    if decayed.decay_bn_affine is False or undecayed.decay_bn_affine is True:
+        raise ValueError("gamma_shrinks_under_decay needs a sweep with decay_bn_affine=True first and one with "
+                         "decay_bn_affine=False second.")
+    with_decay = decayed.gamma_mean[decayed.weight_decays == weight_decay]
+    without = undecayed.gamma_mean[undecayed.weight_decays == weight_decay]
+    if len(with_decay) != 1 or len(without) != 1:
+        raise ValueError(f"Both sweeps must include weight_decay={weight_decay}.")
+    return bool(np.all(with_decay[0] < below * without[0]))
