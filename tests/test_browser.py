@@ -138,7 +138,7 @@ def test_widgets_render_from_saved_state(visit, name) -> None:
     views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
     if not views:
         pytest.skip("no widget on this page")
-    page.wait_for_selector(".widget-subarea .jupyter-widgets", timeout=20_000)
+    page.wait_for_selector(".widget-subarea .jupyter-widgets", state="attached", timeout=20_000)
     page.wait_for_function(
         f"() => document.querySelectorAll('.widget-subarea').length >= {views} && "
         "[...document.querySelectorAll('.widget-subarea')].every(a => a.querySelector('.jupyter-widgets'))",

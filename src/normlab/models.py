@@ -150,9 +150,11 @@ def residual_mlp(
 ) -> nn.Sequential:
     """A residual MLP: Linear ``input`` → ``blocks`` × :class:`ResidualBlock` → [norm] → activation → Linear ``output``.
 
-    Each block computes h + branch_scale · F(h). With ``branch_scale = 1`` and default
-    initialization the variance of the residual stream grows linearly in the number of
-    blocks when each branch preserves variance; 1/√B keeps it bounded, and
+    Each block computes h + branch_scale · F(h). When each branch preserves the variance of
+    its input (He-initialized ReLU branches), the stream's variance is multiplied by
+    (1 + branch_scale²) per block: geometric growth, 2^B at scale 1, bounded (about e) at
+    1/√B; it grows linearly only when each branch outputs a fixed variance, as with a
+    normalization layer at its head. And
     ``zero_init_last=True`` zeroes each branch's last Linear (weights and bias), so every block starts as the
     identity (Goyal et al. 2017's zero-γ trick in Linear form). Children are named ``input``,
     ``block0`` … ``block{B-1}``, ``final_norm`` (only with a norm), ``final_act``, ``output``.

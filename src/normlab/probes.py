@@ -5,6 +5,7 @@
 - :func:`layer_statistics`: per-layer activation variance, gradient variance and dead
   ReLU units from one forward and backward pass (:class:`LayerStats`).
 - :func:`jacobian_singular_values`: the singular values of the input-output Jacobian.
+- :func:`layer_histograms`: a histogram of each chosen layer's output values on one batch.
 
 A probe is a training hook with the signature ``hook(step, model, loss)`` of
 :func:`normlab.train.train`; it can also be called by hand (for example at step 0,
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ActivationPercentiles", "LayerStats", "jacobian_singular_values", "layer_statistics"]
+__all__ = ["ActivationPercentiles", "LayerStats", "jacobian_singular_values", "layer_histograms", "layer_statistics"]
 
 _WHERE = ("output", "input")
 
@@ -332,3 +333,165 @@ def jacobian_singular_values(model: nn.Module, x: Tensor) -> np.ndarray:
     out_size = jacobian.numel() // x.numel()
     matrix = jacobian.detach().to("cpu", torch.float64).reshape(out_size, x.numel())
     return torch.linalg.svdvals(matrix).numpy()
+
+
+def layer_histograms(
+    model: nn.Module, x: Tensor, layers: Sequence[nn.Module], bins: np.ndarray | Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Histograms of the values each module in ``layers`` outputs on the batch ``x``.
+
+    Runs one forward pass under ``torch.no_grad()`` in eval mode (every submodule's
+    train/eval flag is restored afterwards) and returns ``(edges, fraction, std)``:
+
+        fraction[l, k] = #{values of a_l in [edges[k], edges[k+1])} / #{values of a_l}
+        std[l]         = standard deviation of all values of a_l (without Bessel's correction)
+
+    with the last bin closed on the right, as :func:`numpy.histogram`. Values outside
+    [edges[0], edges[-1]] count in no bin, so a row sums to less than one when some
+    values fall outside the range. A layer called more than once is recorded at its
+    first call. Used in chapter "Initialization: variance propagation, Xavier, He,
+    orthogonal, residual scaling" (the per-layer histograms of its explorer).
+    """
+    edges = np.asarray(bins, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"bins must be at least two increasing bin edges; got {edges!r}.")
+    layers = list(layers)
+    if not layers:
+        raise ValueError("layers is empty; pass the modules whose outputs to histogram.")
+    outputs: dict[int, Tensor] = {}
+
+    def hook_for(index: int) -> Callable[[nn.Module, tuple, object], None]:
+        def on_output(_module: nn.Module, _inputs: tuple, output: object) -> None:
+            if index not in outputs:
+                outputs[index] = _first_tensor(output, "output").detach()
+
+        return on_output
+
+    modes = [(m, m.training) for m in model.modules()]
+    handles = [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(layers)]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, was_training in modes:
+            m.training = was_training
+    missing = [i for i in range(len(layers)) if i not in outputs]
+    if missing:
+        raise RuntimeError(f"layers {missing} were not called when the model ran on x.")
+    fractions, stds = [], []
+    for i in range(len(layers)):
+        values = outputs[i].to("cpu", torch.float64).reshape(-1).numpy()
+        counts, _ = np.histogram(values, bins=edges)
+        fractions.append(counts / values.size)
+        stds.append(values.std())
+    return edges, np.asarray(fractions), np.asarray(stds)
+
+
+# ---------------------------------------------------------------------- gradient-based internal covariate shift
+
+
+@dataclass(frozen=True)
+class GradientICS:
+    """Santurkar et al.'s gradient-based internal covariate shift of some layers at one point.
+
+    Each array has one entry per layer, in the order the layers were given; G_i is the
+    loss's gradient with respect to layer i's weight at the current parameters, G'_i the
+    same gradient after every parameter upstream of that weight took its SGD step.
+    """
+
+    #: (layer,) ‖G_i − G'_i‖₂, the paper's ICS (0 for a layer with nothing upstream).
+    l2: np.ndarray
+    #: (layer,) cos(G_i, G'_i) = ⟨G_i, G'_i⟩ / (‖G_i‖ ‖G'_i‖) (1 means the direction did not change).
+    cosine: np.ndarray
+    #: (layer,) ‖G_i‖₂, to put l2 on a relative scale: l2 / grad_norm.
+    grad_norm: np.ndarray
+
+
+def gradient_ics(
+    model: nn.Module,
+    layers: Sequence[nn.Module],
+    batch: tuple[Tensor, Tensor],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    lr: float,
+    *,
+    training: bool = True,
+) -> GradientICS:
+    """Gradient-based internal covariate shift of each layer (Santurkar et al. 2018, Definition 2.1).
+
+    For layer i with weight W_i, on one batch (x, y) and loss L = ``loss_fn(model(x), y)``:
+
+        G_i  = ∇_{W_i} L(W_1, ..., W_k; x, y)
+        G'_i = ∇_{W_i} L(W'_1, ..., W'_{i-1}, W_i, ..., W_k; x, y),   W'_j = W_j − lr · ∇_{W_j} L(W_1, ..., W_k; x, y)
+
+    and returns ‖G_i − G'_i‖₂ and cos(G_i, G'_i) per layer (:class:`GradientICS`). G_i is
+    the gradient a simultaneous SGD step applies to W_i; G'_i is what it would be had the
+    layers below already taken their step on the same batch. "Upstream of W_i" is every
+    parameter that ``model.named_parameters()`` lists before ``layers[i].weight`` (for an
+    ``nn.Sequential`` such as :func:`normlab.models.mlp`, the forward order: the weights
+    and biases of the Linear layers below and the γ, β of their normalization layers);
+    they all move by one SGD step of size ``lr``. Parameters after it, layer i's own bias
+    included, stay where they are.
+
+    The passes run in training mode (``training=True``: BatchNorm with batch statistics)
+    or eval mode, through :func:`torch.func.functional_call` on detached copies of the
+    parameters and buffers, so the model, its ``.grad`` fields and its running statistics
+    are unchanged and every submodule's train/eval flag is restored. A layer with random
+    behaviour in training mode (dropout, :class:`normlab.layers.NoisyBatchNorm1d`) draws
+    differently in each pass; measure such a model with ``training=False`` or not at all.
+    Costs one forward and backward pass per layer, plus one.
+    Used in chapter "Internal covariate shift".
+    """
+    layers = list(layers)
+    if not layers:
+        raise ValueError("layers is empty; pass the modules whose weights to measure, e.g. hidden_linear_layers(model).")
+    if not (isinstance(lr, (int, float)) and lr > 0 and np.isfinite(lr)):
+        raise ValueError(f"lr must be a positive, finite learning rate; got {lr!r}.")
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, Tensor) for t in batch)):
+        raise ValueError("batch must be a pair of tensors (x, y).")
+    named = list(model.named_parameters())
+    position = {id(p): k for k, (_, p) in enumerate(named)}
+    indices = []
+    for i, layer in enumerate(layers):
+        weight = getattr(layer, "weight", None)
+        if not isinstance(weight, nn.Parameter) or id(weight) not in position:
+            raise ValueError(f"layers[{i}] ({type(layer).__name__}) has no weight parameter that belongs to the model; "
+                             "pass submodules of the model with a .weight, such as its Linear layers.")
+        indices.append(position[id(weight)])
+    x, y = batch
+    params = {name: p.detach() for name, p in named}
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+
+    def loss_at(values: dict[str, Tensor]) -> Tensor:
+        state = {**values, **{name: b.clone() for name, b in buffers.items()}}
+        loss = loss_fn(torch.func.functional_call(model, state, (x,)), y)
+        if loss.ndim != 0:
+            raise ValueError(f"loss_fn must return a scalar; got a tensor of shape {tuple(loss.shape)}.")
+        return loss
+
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.train(training)
+        with torch.enable_grad():
+            leaves = {name: p.clone().requires_grad_(True) for name, p in params.items()}
+            grads = torch.autograd.grad(loss_at(leaves), list(leaves.values()), allow_unused=True)
+            stepped = [p - lr * (torch.zeros_like(p) if g is None else g.detach())
+                       for p, g in zip(params.values(), grads)]
+            l2, cosine, grad_norm = [], [], []
+            for k in indices:
+                name = named[k][0]
+                values = {n: (stepped[j] if j < k else p) for j, (n, p) in enumerate(params.items())}
+                values[name] = params[name].clone().requires_grad_(True)
+                (shifted,) = torch.autograd.grad(loss_at(values), [values[name]], allow_unused=True)
+                g = (torch.zeros_like(params[name]) if grads[k] is None else grads[k]).detach().double().reshape(-1)
+                g_new = (torch.zeros_like(params[name]) if shifted is None else shifted).detach().double().reshape(-1)
+                l2.append((g - g_new).norm().item())
+                norms = g.norm() * g_new.norm()
+                cosine.append((g @ g_new / norms).item() if norms > 0 else float("nan"))
+                grad_norm.append(g.norm().item())
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+    return GradientICS(l2=np.asarray(l2), cosine=np.asarray(cosine), grad_norm=np.asarray(grad_norm))
