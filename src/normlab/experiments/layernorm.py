@@ -22,8 +22,8 @@
 Each claim is a function of the returned record(s), so the chapter's check cells and the
 tests assert exactly the same thing.
 
-WeightNorm is ``torch.nn.utils.parametrizations.weight_norm`` on an ``nn.Linear`` here; it
-can be swapped for ``normlab.layers.WeightNormLinear`` once that exists.
+WeightNorm is ``normlab.layers.WeightNormLinear`` (tested against
+``torch.nn.utils.parametrizations.weight_norm`` in tests/test_weight_norm_layers.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import weight_norm
 from tqdm.auto import tqdm
 
 from normlab import data, models, train
@@ -48,6 +47,7 @@ from normlab.layers import (
     InstanceNorm2d,
     LayerNorm,
     RMSNorm,
+    WeightNormLinear,
 )
 
 __all__ = [
@@ -87,7 +87,7 @@ F64 = torch.float64
 # Each normalizer is one layer acting on a batch X of shape (N, d_in):
 #   BN: y = BatchNorm1d(W x), training mode (statistics of this batch)
 #   LN: y = LayerNorm(W x)
-#   WN: y = g ⊙ (V x) / ‖v_i‖ + b   (torch's weight_norm on nn.Linear; "the weights" are V)
+#   WN: y = g ⊙ (V x) / ‖v_i‖ + b   (normlab's WeightNormLinear; "the weights" are V)
 # with no bias inside W x (the normalizer's β, or WN's b, is the bias), and γ, β (g, b) drawn
 # at random so that the affine part is not the identity. A transformation changes the weights
 # or the data; the cell is max |y' − y| / max |y| over the whole batch.
@@ -197,14 +197,14 @@ def _normalized_layer(norm: str, d_in: int, d_out: int, eps: float,
             return layer(x @ weights.T)
         return apply, w
     if norm == "weight":
-        linear = weight_norm(nn.Linear(d_in, d_out, dtype=F64))
+        linear = WeightNormLinear(d_in, d_out, dtype=F64)
         with torch.no_grad():
-            linear.parametrizations.weight.original0.copy_(scale[:, None])  # g
-            linear.bias.copy_(shift)                                        # b
+            linear.g.copy_(scale)     # g
+            linear.bias.copy_(shift)  # b
 
         def apply(weights: Tensor, x: Tensor) -> Tensor:
             with torch.no_grad():
-                linear.parametrizations.weight.original1.copy_(weights)     # v, the direction
+                linear.v.copy_(weights)  # v, the direction
             return linear(x)
         return apply, w
     raise ValueError(f"norm must be one of {list(NORMALIZERS)}; got {norm!r}.")
