@@ -6,6 +6,8 @@
   ReLU units from one forward and backward pass (:class:`LayerStats`).
 - :func:`jacobian_singular_values`: the singular values of the input-output Jacobian.
 - :func:`layer_histograms`: a histogram of each chosen layer's output values on one batch.
+- :func:`gradient_ics`: Santurkar et al.'s gradient-based internal covariate shift of each
+  layer, ‖G − G′‖ and cos(G, G′) (:class:`GradientICS`).
 
 A probe is a training hook with the signature ``hook(step, model, loss)`` of
 :func:`normlab.train.train`; it can also be called by hand (for example at step 0,
@@ -21,7 +23,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ActivationPercentiles", "LayerStats", "jacobian_singular_values", "layer_histograms", "layer_statistics"]
+__all__ = [
+    "ActivationPercentiles",
+    "GradientICS",
+    "LayerStats",
+    "gradient_ics",
+    "jacobian_singular_values",
+    "layer_histograms",
+    "layer_statistics",
+]
 
 _WHERE = ("output", "input")
 

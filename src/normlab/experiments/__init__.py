@@ -7,6 +7,8 @@ the claims the chapters make. One module per chapter:
 - :mod:`normlab.experiments.batchnorm_algebra`: "Batch normalization: the algebra ...".
 - :mod:`normlab.experiments.batchnorm`: "Batch normalization in practice" (Ioffe & Szegedy
   at CPU scale), with one claim function per acceptance criterion.
+- :mod:`normlab.experiments.ics`: "Internal covariate shift" (covariate shift, noisy BN, gradient-based ICS).
+- :mod:`normlab.experiments.smoothness`: "Lipschitz continuity, smoothness and the loss landscape".
 - :mod:`normlab.experiments.layernorm`: "LayerNorm and the normalizers that do not depend on the batch".
 - :mod:`normlab.experiments.weightnorm`: "WeightNorm and scaled WeightNorm" (gradient identities,
   norm growth, data-dependent and scaled initialization, deep networks).

@@ -8,6 +8,10 @@
 - :class:`WeightNormLinear`: weight normalization w = g · v / ‖v‖, with
   :func:`data_dependent_init_` (Salimans & Kingma) and :func:`scaled_weight_norm_init_`
   (Arpit, Campos & Bengio); :class:`MeanOnlyBatchNorm1d`: subtract the batch mean only.
+- :class:`NoisyBatchNorm1d` (with :class:`ShiftNoise`): BatchNorm followed by a random,
+  time-varying shift and rescale per unit (Santurkar et al.'s noisy-BN experiment).
+- :class:`LpBatchNorm1d`: batch normalization with an ℓp scale (p = 1, 2, ∞) in place of the
+  standard deviation.
 """
 
 from normlab.layers.batchnorm import BatchNorm1d, BatchNorm2d, BatchNormFunction
@@ -20,7 +24,9 @@ from normlab.layers.layernorm import (
     LayerNormFunction,
     RMSNorm,
 )
+from normlab.layers.lp_batchnorm import LpBatchNorm1d
 from normlab.layers.mean_only import MeanOnlyBatchNorm1d
+from normlab.layers.noisy import NoisyBatchNorm1d, ShiftNoise
 from normlab.layers.weight_norm import (
     WeightNormLinear,
     data_dependent_init_,
@@ -41,8 +47,11 @@ __all__ = [
     "InstanceNorm2d",
     "LayerNorm",
     "LayerNormFunction",
+    "LpBatchNorm1d",
     "MeanOnlyBatchNorm1d",
+    "NoisyBatchNorm1d",
     "RMSNorm",
+    "ShiftNoise",
     "WeightNormLinear",
     "data_dependent_init_",
     "data_dependent_init_network_",

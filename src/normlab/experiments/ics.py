@@ -1,0 +1,441 @@
+"""Experiments of chapter "Internal covariate shift": the hypothesis and Santurkar et al.'s critique.
+
+- :func:`covariate_shift_regression`: covariate shift outside a network. A straight line
+  fitted by least squares (maximum likelihood under Gaussian noise) to a cubic, with
+  training and test inputs from different Gaussians; ordinary and importance-weighted
+  fits. Claim: :func:`importance_weighting_helps`.
+
+The two network experiments use scikit-learn's 8x8 digits (:func:`normlab.data.digits`)
+with plain minibatch SGD, batch 60:
+
+- :func:`noisy_batchnorm_experiment`: the sigmoid MLP of chapter "Batch normalization in
+  practice" (:func:`normlab.experiments.batchnorm.sigmoid_mlp`), trained four ways:
+  without BN, with BN, with noisy BN (:class:`normlab.layers.NoisyBatchNorm1d`: a
+  random shift and rescaling of every unit, redrawn at every step) and with the same
+  noise but no BN (:class:`normlab.layers.ShiftNoise`). It records test accuracy and the
+  percentiles of every hidden layer's sigmoid inputs *as the layer sees them in
+  training*, noise included. Claims: :func:`noise_raises_distribution_shift`,
+  :func:`noisy_bn_still_trains_fast`, :func:`noise_does_not_break_the_network_without_bn`.
+- :func:`gradient_ics_over_training`: Santurkar et al.'s gradient-based ICS
+  (:func:`normlab.probes.gradient_ics`) of every layer, over training, for a deep linear
+  network and for the sigmoid MLP, with BN and without. Claims:
+  :func:`bn_does_not_reduce_gradient_ics` and :func:`bn_rotates_gradients_more`.
+
+Each claim is a function of the returned record(s), so the chapter's check cells and
+the tests assert exactly the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from normlab import data, models, train
+from normlab.experiments import batchnorm as bn_exp
+from normlab.layers import BatchNorm1d, NoisyBatchNorm1d, ShiftNoise
+from normlab.probes import GradientICS, gradient_ics
+
+__all__ = [
+    "CovariateShiftRecord",
+    "covariate_shift_regression",
+    "importance_weighting_helps",
+    "importance_weights",
+    "weighted_line_fit",
+    "GradientICSRecord",
+    "NETWORKS",
+    "NoisyBNRecord",
+    "bn_does_not_reduce_gradient_ics",
+    "bn_rotates_gradients_more",
+    "distribution_shift",
+    "gradient_ics_over_training",
+    "noise_does_not_break_the_network_without_bn",
+    "noise_raises_distribution_shift",
+    "noisy_batchnorm_experiment",
+    "noisy_bn_still_trains_fast",
+    "noisy_sigmoid_mlp",
+    "step_to_step_shift",
+    "width_shift",
+]
+
+# ----------------------------------------------------------------------------
+# 0. Covariate shift in a regression
+
+
+def _normal_pdf(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    return np.exp(-0.5 * ((x - mean) / std) ** 2) / (std * np.sqrt(2 * np.pi))
+
+
+def importance_weights(x: np.ndarray, train: tuple[float, float], test: tuple[float, float]) -> np.ndarray:
+    """w(x) = p_test(x) / p_train(x) for Gaussian input densities given as (mean, std)."""
+    return _normal_pdf(x, *test) / _normal_pdf(x, *train)
+
+
+def weighted_line_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """(intercept, slope) minimizing Σ_n w_n (y_n − a − b·x_n)²: the weighted normal equations
+    (Aᵀ W A) θ = Aᵀ W y with A = [1, x]. ``w=None`` is ordinary least squares.
+    Used in chapter "Internal covariate shift"."""
+    w = np.ones_like(x) if w is None else np.asarray(w, dtype=np.float64)
+    design = np.stack([np.ones_like(x), x], axis=1)
+    return np.linalg.solve(design.T @ (w[:, None] * design), design.T @ (w * y))
+
+
+@dataclass
+class CovariateShiftRecord:
+    """A line fitted to y = −x + x³ + noise, with training and test inputs from different Gaussians.
+
+    ``coef_*`` are (intercept, slope); ``*_mse_*`` the mean squared errors of each fit on
+    the training and the test points.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    train: tuple[float, float]
+    test: tuple[float, float]
+    coef_ordinary: np.ndarray
+    coef_weighted: np.ndarray
+    train_mse_ordinary: float
+    train_mse_weighted: float
+    test_mse_ordinary: float
+    test_mse_weighted: float
+
+
+def covariate_shift_regression(seed: int = 0, n_train: int = 200, n_test: int = 2000,
+                               train: tuple[float, float] = (0.5, 0.5), test: tuple[float, float] = (0.0, 0.3),
+                               noise: float = 0.3) -> CovariateShiftRecord:
+    """Covariate shift: P(y | x) is fixed, y = −x + x³ + N(0, noise²), while the inputs come
+    from N(train) in training and N(test) at test time ((mean, std) pairs).
+
+    The model, a straight line, cannot represent the cubic, so where it fits well depends
+    on where the inputs are. Ordinary least squares (the maximum-likelihood fit under
+    Gaussian noise) fits the region dense in *training* inputs; weighting each training
+    point by w(x) = p_test(x)/p_train(x) (:func:`importance_weights`) fits the region of
+    the test inputs instead. Used in chapter "Internal covariate shift".
+    """
+    rng = np.random.default_rng(seed)
+
+    def sample(n: int, mean_std: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.normal(mean_std[0], mean_std[1], n)
+        return x, -x + x ** 3 + rng.normal(0.0, noise, n)
+
+    x_train, y_train = sample(n_train, train)
+    x_test, y_test = sample(n_test, test)
+    ordinary = weighted_line_fit(x_train, y_train)
+    weighted = weighted_line_fit(x_train, y_train, importance_weights(x_train, train, test))
+
+    def mse(coef: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean((y - coef[0] - coef[1] * x) ** 2))
+
+    return CovariateShiftRecord(
+        x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, train=train, test=test,
+        coef_ordinary=ordinary, coef_weighted=weighted,
+        train_mse_ordinary=mse(ordinary, x_train, y_train), train_mse_weighted=mse(weighted, x_train, y_train),
+        test_mse_ordinary=mse(ordinary, x_test, y_test), test_mse_weighted=mse(weighted, x_test, y_test))
+
+
+def importance_weighting_helps(record: CovariateShiftRecord, factor: float = 1.5) -> bool:
+    """Claim: the importance-weighted line has a test error at least ``factor`` times smaller
+    than the ordinary fit, which in turn has the smaller *training* error (it fits where
+    the training inputs are)."""
+    return bool(record.test_mse_ordinary >= factor * record.test_mse_weighted
+                and record.train_mse_ordinary <= record.train_mse_weighted)
+
+
+#: The four networks of the noisy-BN experiment.
+NETWORKS = ("none", "batch", "noisy_batch", "noisy_none")
+
+
+def noisy_sigmoid_mlp(network: str, num_features: int, num_classes: int, seed: int, n_mu: float = 1.0,
+                      n_sigma: float = 4.0, noise_seed: int = 0) -> nn.Sequential:
+    """The sigmoid MLP of :func:`normlab.experiments.batchnorm.sigmoid_mlp` (3 × 100 units),
+    as ``network`` = ``"none"``, ``"batch"``, ``"noisy_batch"`` (NoisyBatchNorm1d between
+    each hidden Linear and its sigmoid) or ``"noisy_none"`` (the same ShiftNoise, no BN).
+
+    All four start from the same seeded Linear weights. The noisy layers share one CPU
+    generator seeded by ``noise_seed``. Used in chapter "Internal covariate shift".
+    """
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {list(NETWORKS)}; got {network!r}.")
+    if network in ("none", "batch"):
+        return bn_exp.sigmoid_mlp(network, num_features, num_classes, seed)
+    generator = torch.Generator().manual_seed(noise_seed)
+    if network == "noisy_batch":
+        def factory(width: int) -> nn.Module:
+            return NoisyBatchNorm1d(width, n_mu=n_mu, n_sigma=n_sigma, generator=generator)
+    else:
+        def factory(width: int) -> nn.Module:
+            return ShiftNoise(width, n_mu, n_sigma, generator)
+    return models.mlp(num_features, bn_exp.HIDDEN, num_classes, activation="sigmoid", norm=factory, seed=seed)
+
+
+class _TrainingInputPercentiles:
+    """Percentiles of some units of a module's input on the minibatch of each training step.
+
+    A forward pre-hook that counts the module's calls in training mode (one per SGD
+    step in :func:`normlab.train.train`; evaluation runs in eval mode and is not
+    counted) and, at steps 1, ``every``, 2·``every``, ..., stores the percentiles ``q``
+    over the batch of each unit in ``units``. Unlike
+    :class:`normlab.probes.ActivationPercentiles`, which runs a fixed probe batch in eval
+    mode, this sees what the layer is actually fed while it learns, noise included.
+    """
+
+    def __init__(self, module: nn.Module, units: Sequence[int], q: Sequence[float], every: int) -> None:
+        self.units, self.q, self.every = list(units), np.asarray(q, dtype=np.float64), int(every)
+        self.step = 0
+        self.steps: list[int] = []
+        self.values: list[np.ndarray] = []
+        self.handle = module.register_forward_pre_hook(self._on_input)
+
+    def _on_input(self, module: nn.Module, inputs: tuple) -> None:
+        if not module.training:
+            return
+        self.step += 1
+        if self.step == 1 or self.step % self.every == 0:
+            values = inputs[0].detach().to("cpu", torch.float64)[:, self.units].numpy()
+            self.values.append(np.percentile(values, self.q, axis=0).T)   # (unit, q)
+            self.steps.append(self.step)
+
+
+# ----------------------------------------------------------------------------
+# 1. Noisy BatchNorm
+
+
+@dataclass
+class NoisyBNRecord:
+    """The four networks of :func:`noisy_batchnorm_experiment`, trained side by side.
+
+    ``accuracy[network][j]`` is the test accuracy (eval mode: BN with running estimates,
+    no noise) after ``eval_steps[j]`` steps. ``percentiles[network][t, l, i, k]`` is the
+    ``q[k]``-th percentile, over the training minibatch of step ``probe_steps[t]``, of the
+    input of sigmoid unit ``units[i]`` of hidden layer ``l`` (noise included).
+    """
+
+    eval_steps: np.ndarray
+    accuracy: dict[str, np.ndarray]
+    probe_steps: np.ndarray
+    percentiles: dict[str, np.ndarray]   # network -> (time, layer, unit, q)
+    q: np.ndarray
+    units: np.ndarray
+    n_mu: float
+    n_sigma: float
+    lr: float
+
+
+def noisy_batchnorm_experiment(seed: int = 0, steps: int = 1000, lr: float = 1.0, batch_size: int = 60,
+                               n_mu: float = 1.0, n_sigma: float = 4.0, units: Sequence[int] = (0, 1, 2),
+                               q: Sequence[float] = (15, 50, 85), probe_every: int = 1, eval_every: int = 20,
+                               progress: bool = False) -> NoisyBNRecord:
+    """Santurkar et al.'s noisy-BN experiment at CPU scale, on the sigmoid MLP of chapter
+    "Batch normalization in practice" (same data, batch 60, SGD at ``lr=1``).
+
+    Four networks (:data:`NETWORKS`) start from the same seeded weights and see the same
+    minibatches: without BN, with BN, with BN followed by the noise of
+    :class:`normlab.layers.ShiftNoise` (per unit and per step, y = √v·z + m with
+    m ~ U(−n_mu, n_mu), v ~ U(1, n_sigma)), and with that noise but no BN. The noise
+    generator is seeded by ``seed`` too. Every ``probe_every`` steps the percentiles of
+    every hidden sigmoid's input over the training minibatch are recorded; every
+    ``eval_every`` steps the test accuracy. Used in chapter "Internal covariate shift".
+    """
+    ds = data.digits(seed=seed)
+    accuracy, percentiles = {}, {}
+    eval_steps = probe_steps = None
+    for network in NETWORKS:
+        net = noisy_sigmoid_mlp(network, ds.num_features, ds.num_classes, seed, n_mu, n_sigma, noise_seed=seed)
+        recorders = [_TrainingInputPercentiles(getattr(net, f"act{layer}"), units, q, probe_every)
+                     for layer in range(len(bn_exp.HIDDEN))]
+        try:
+            history = train.train(net, ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                                  eval_every=eval_every, progress=progress, device="cpu",
+                                  desc=f"noisy BN experiment, {network}")
+        finally:
+            for recorder in recorders:
+                recorder.handle.remove()
+        accuracy[network] = history.test_accuracy
+        percentiles[network] = np.stack([np.stack(r.values) for r in recorders], axis=1)
+        eval_steps, probe_steps = history.eval_steps, np.asarray(recorders[0].steps)
+    return NoisyBNRecord(eval_steps=np.asarray(eval_steps), accuracy=accuracy, probe_steps=probe_steps,
+                         percentiles=percentiles, q=np.asarray(q, dtype=np.float64), units=np.asarray(units),
+                         n_mu=n_mu, n_sigma=n_sigma, lr=lr)
+
+
+def distribution_shift(record: NoisyBNRecord, network: str, since: int = 100) -> float:
+    """How far the median of the hidden sigmoid inputs wanders, in the training minibatches.
+
+    :func:`normlab.experiments.batchnorm.median_drift` (range of each unit's median over
+    the probes from step ``since`` on, averaged over units) for each hidden layer, then
+    averaged over layers. In units of the sigmoid's input.
+    """
+    p = record.percentiles[network]
+    return float(np.mean([bn_exp.median_drift(p[:, layer], record.probe_steps, record.q, since)
+                          for layer in range(p.shape[1])]))
+
+
+def step_to_step_shift(record: NoisyBNRecord, network: str) -> float:
+    """How much the median of the hidden sigmoid inputs moves from one probe to the next.
+
+    The mean, over consecutive probes, units and hidden layers, of |median_t − median_{t−1}|
+    over the training minibatches (with ``probe_every=1``: from one SGD step to the next).
+    It includes the change of minibatch, so it is not zero even for a network that does
+    not learn; :func:`distribution_shift` measures the slow drift instead.
+    """
+    median = int(np.nonzero(record.q == 50)[0][0]) if 50 in record.q else None
+    if median is None:
+        raise ValueError(f"step_to_step_shift needs the 50th percentile among q; got q={list(record.q)}.")
+    track = record.percentiles[network][:, :, :, median]            # (time, layer, unit)
+    return float(np.mean(np.abs(np.diff(track, axis=0))))
+
+
+def width_shift(record: NoisyBNRecord, network: str, since: int = 100) -> float:
+    """How much the width (85th − 15th percentile) of the hidden sigmoid inputs changes:
+    :func:`normlab.experiments.batchnorm.width_change` per hidden layer, averaged over layers."""
+    p = record.percentiles[network]
+    return float(np.mean([bn_exp.width_change(p[:, layer], record.probe_steps, record.q, since)
+                          for layer in range(p.shape[1])]))
+
+
+def noise_raises_distribution_shift(record: NoisyBNRecord, factor_bn: float = 3.0, factor_none: float = 2.0,
+                                    drift_factor: float = 2.0) -> bool:
+    """Claim: with noisy BN the medians of the sigmoid inputs jump from step to step at
+    least ``factor_bn`` times more than with BN and ``factor_none`` times more than without BN
+    (:func:`step_to_step_shift`), and over training they wander at least ``drift_factor``
+    times more than with BN (:func:`distribution_shift`)."""
+    jumps = step_to_step_shift(record, "noisy_batch")
+    return bool(jumps >= factor_bn * step_to_step_shift(record, "batch")
+                and jumps >= factor_none * step_to_step_shift(record, "none")
+                and distribution_shift(record, "noisy_batch") >= drift_factor * distribution_shift(record, "batch"))
+
+
+def noisy_bn_still_trains_fast(record: NoisyBNRecord, target: float = 0.9, within: int = 200,
+                               faster_than_none: float = 4.0, final_gap: float = 0.03) -> bool:
+    """Claim: noise barely hurts the BN network. Noisy BN reaches ``target`` test accuracy
+    within ``within`` steps, at least ``faster_than_none`` times sooner than the network
+    without BN, and ends within ``final_gap`` of BN's final test accuracy."""
+    steps = {n: bn_exp.steps_to_accuracy(record.eval_steps, record.accuracy[n], target) for n in NETWORKS}
+    gap = abs(float(record.accuracy["batch"][-1] - record.accuracy["noisy_batch"][-1]))
+    return bool(steps["noisy_batch"] <= within and steps["none"] >= faster_than_none * steps["noisy_batch"]
+                and gap <= final_gap)
+
+
+def noise_does_not_break_the_network_without_bn(record: NoisyBNRecord, target: float = 0.9) -> bool:
+    """Claim (contrary to the paper's finding, at this scale and with this noise): the network
+    without BN but with the noise reaches ``target`` test accuracy, and no later than the
+    same network without the noise."""
+    noisy = bn_exp.steps_to_accuracy(record.eval_steps, record.accuracy["noisy_none"], target)
+    clean = bn_exp.steps_to_accuracy(record.eval_steps, record.accuracy["none"], target)
+    return bool(np.isfinite(noisy) and noisy <= clean)
+
+
+# ----------------------------------------------------------------------------
+# 2. Gradient-based ICS (Santurkar et al., Definition 2.1)
+
+
+@dataclass
+class GradientICSRecord:
+    """Gradient ICS of every layer but the first, measured during training.
+
+    ``l2[t, i]``, ``cosine[t, i]`` and ``grad_norm[t, i]`` are ‖G − G′‖, cos(G, G′) and
+    ‖G‖ (:class:`normlab.probes.GradientICS`) of ``layer_names[i]`` after ``steps[t]``
+    SGD steps, on a fixed batch of training examples.
+    """
+
+    network: str
+    norm: str
+    steps: np.ndarray
+    layer_names: list[str]
+    l2: np.ndarray
+    cosine: np.ndarray
+    grad_norm: np.ndarray
+    loss: np.ndarray
+    final_test_accuracy: float
+    lr: float
+
+    @property
+    def relative_l2(self) -> np.ndarray:
+        """(time, layer) ‖G − G′‖ / ‖G‖: the change as a fraction of the gradient itself."""
+        return self.l2 / self.grad_norm
+
+
+DEPTH = {"linear": 10, "sigmoid": 3}
+WIDTH = {"linear": 32, "sigmoid": 100}
+
+
+def _network(network: str, norm: str, ds: data.Dataset, seed: int) -> nn.Sequential:
+    if network not in DEPTH:
+        raise ValueError(f"network must be one of {list(DEPTH)}; got {network!r}.")
+    if norm not in ("none", "batch"):
+        raise ValueError(f"norm must be 'none' or 'batch'; got {norm!r}.")
+    hidden = (WIDTH[network],) * DEPTH[network]
+    return models.mlp(ds.num_features, hidden, ds.num_classes, activation=network,
+                      norm=BatchNorm1d if norm == "batch" else None, seed=seed)
+
+
+def gradient_ics_over_training(network: str = "linear", norm: str = "batch", seed: int = 0, steps: int = 300,
+                               lr: float = 0.1, batch_size: int = 60, measure_every: int = 50,
+                               progress: bool = False) -> GradientICSRecord:
+    """Train a network on digits and measure Santurkar et al.'s gradient ICS of each layer.
+
+    ``network="linear"``: a deep linear network, 10 hidden Linear layers of 32 units with no
+    nonlinearity (BN, if any, after each); ``network="sigmoid"``: the 3 × 100 sigmoid MLP.
+    ``norm`` is ``"batch"`` or ``"none"``; the Linear layers get the same seeded weights
+    either way. Plain SGD with cross-entropy. At step 0 and every ``measure_every`` steps,
+    :func:`normlab.probes.gradient_ics` with the training ``lr`` on a fixed batch of
+    ``batch_size`` training examples (drawn by ``seed``), for every Linear layer after the
+    first (the first has nothing upstream, so its G′ = G). Used in chapter "Internal
+    covariate shift" (Santurkar et al., Figure 5, at CPU scale).
+    """
+    ds = data.digits(seed=seed)
+    net = _network(network, norm, ds, seed)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)][1:]
+    names = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)][1:]
+    pick = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(seed))[:batch_size]
+    batch = (ds.x_train[pick], ds.y_train[pick])
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy
+    measured: list[tuple[int, GradientICS]] = [(0, gradient_ics(net, linears, batch, loss_fn, lr))]
+
+    def hook(step: int, model: nn.Module, loss: float | None = None) -> None:
+        if step % measure_every == 0:
+            measured.append((step, gradient_ics(model, linears, batch, loss_fn, lr)))
+
+    history = train.train(net, ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=steps,
+                          hooks=[hook], progress=progress, device="cpu",
+                          desc=f"gradient ICS, {network}, norm={norm}")
+    return GradientICSRecord(
+        network=network, norm=norm, steps=np.asarray([s for s, _ in measured]), layer_names=names,
+        l2=np.stack([m.l2 for _, m in measured]), cosine=np.stack([m.cosine for _, m in measured]),
+        grad_norm=np.stack([m.grad_norm for _, m in measured]), loss=history.loss,
+        final_test_accuracy=history.final_test_accuracy, lr=lr)
+
+
+def _pair(with_bn: GradientICSRecord, without_bn: GradientICSRecord) -> None:
+    if with_bn.norm != "batch" or without_bn.norm != "none":
+        raise ValueError(f"Pass the record with norm='batch' first and norm='none' second; got "
+                         f"{with_bn.norm!r} and {without_bn.norm!r}.")
+    if with_bn.network != without_bn.network or not np.array_equal(with_bn.steps, without_bn.steps):
+        raise ValueError("The two records must measure the same network at the same steps.")
+
+
+def bn_does_not_reduce_gradient_ics(with_bn: GradientICSRecord, without_bn: GradientICSRecord,
+                                    at_least: float = 1.0) -> bool:
+    """Claim: averaged over layers and over the measurements after step 0, the gradient ICS
+    with BN is at least ``at_least`` times that without BN, both as the paper measures it,
+    ‖G − G′‖, and relative to the gradient, ‖G − G′‖/‖G‖ (``at_least=1``: BN does not
+    reduce it; above 1: BN increases it)."""
+    _pair(with_bn, without_bn)
+    later = with_bn.steps > 0
+    return bool(with_bn.l2[later].mean() >= at_least * without_bn.l2[later].mean()
+                and with_bn.relative_l2[later].mean() >= at_least * without_bn.relative_l2[later].mean())
+
+
+def bn_rotates_gradients_more(with_bn: GradientICSRecord, without_bn: GradientICSRecord,
+                              margin: float = 0.0) -> bool:
+    """Claim: averaged over layers and over the measurements after step 0, cos(G, G′) is
+    lower with BN than without, by at least ``margin``: the step of the layers below turns
+    a layer's gradient more with BN."""
+    _pair(with_bn, without_bn)
+    later = with_bn.steps > 0
+    return bool(with_bn.cosine[later].mean() <= without_bn.cosine[later].mean() - margin)

@@ -1,0 +1,472 @@
+"""Experiments of chapter "Lipschitz continuity, smoothness and the loss landscape".
+
+Santurkar et al. (2018) at CPU scale.
+
+- :func:`descent_lemma_on_quadratic`: the loss after one gradient step against the step
+  size, with the descent-lemma bound, on a quadratic whose β is known.
+- :func:`bn_gradient_theorem_check`: Theorem 4.1 (the gradient of the loss with respect to
+  a BN unit's input) on random networks and batches, with the constant 1/m and with the
+  1/√m that is often quoted. Claims: :func:`gradient_identity_holds`,
+  :func:`sqrt_m_version_fails`.
+- :func:`bn_hessian_theorem_check`: Theorem 4.2 (the Hessian quadratic form along the
+  gradient). Claims: :func:`hessian_identity_holds`, :func:`hessian_assumption_often_fails`.
+- :func:`landscape_over_training`: loss variation, gradient predictiveness and effective
+  β-smoothness along the gradient, and the top Hessian eigenvalue, over SGD training of a
+  ReLU MLP on digits without normalization, with BN and with ℓ1/ℓ∞ batch normalization.
+  Claims: :func:`normalization_smooths_landscape` and friends.
+- :func:`loss_slices`: filter-normalized 1-D and 2-D slices of the trained networks' loss.
+
+Each claim is a function of the returned record(s): the chapter's check cells and the
+tests (seeds 101–105) assert exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from normlab import data, landscape, models
+from normlab.layers import LpBatchNorm1d
+
+__all__ = [
+    "DescentLemmaRecord",
+    "GradientTheoremRecord",
+    "HessianTheoremRecord",
+    "LandscapeRecord",
+    "SliceRecord",
+    "bn_gradient_theorem_check",
+    "bn_hessian_theorem_check",
+    "descent_lemma_on_quadratic",
+    "gradient_identity_holds",
+    "hessian_assumption_often_fails",
+    "hessian_identity_holds",
+    "landscape_over_training",
+    "loss_slices",
+    "bn_lowers_slice_maximum",
+    "slice_maximum_ratio",
+    "make_norm",
+    "normalization_does_not_lower_effective_beta",
+    "normalization_smooths_landscape",
+    "smoothing_ratio",
+    "sqrt_m_version_fails",
+    "xhat_std_drift",
+    "xhat_std_range",
+]
+
+NORMS = ("none", "batch", "l1", "linf")
+
+
+# ----------------------------------------------------------------------------
+# 1. The descent lemma on a quadratic
+
+
+@dataclass
+class DescentLemmaRecord:
+    """One gradient step θ − αg on f(θ) = ½ θᵀAθ: ``loss_after[k]`` for ``steps[k]``.
+
+    ``bound[k] = f(θ) − α(1 − βα/2)‖g‖²`` is the descent-lemma upper bound with β = λ_max(A).
+    """
+
+    steps: np.ndarray
+    loss_before: float
+    loss_after: np.ndarray
+    bound: np.ndarray
+    beta: float
+
+
+def descent_lemma_on_quadratic(eigenvalues: Sequence[float] = (0.2, 1.0, 4.0), seed: int = 0,
+                               num_steps: int = 201) -> DescentLemmaRecord:
+    """Loss after one gradient step against the step α ∈ [0, 2.5/β] on a random quadratic.
+
+    The descent lemma: for a β-smooth f, f(θ − αg) ≤ f(θ) − α(1 − βα/2)‖g‖², which
+    guarantees a decrease for 0 < α < 2/β. Used in chapter "Lipschitz continuity,
+    smoothness and the loss landscape".
+    """
+    eig = np.asarray(eigenvalues, dtype=float)
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((eig.size, eig.size)))
+    a = q @ np.diag(eig) @ q.T
+    theta = rng.standard_normal(eig.size)
+    beta = float(eig.max())
+    steps = np.linspace(0, 2.5 / beta, num_steps)
+    g = a @ theta
+
+    def f(t: np.ndarray) -> float:
+        return 0.5 * float(t @ a @ t)
+
+    after = np.array([f(theta - s * g) for s in steps])
+    bound = f(theta) - steps * (1 - beta * steps / 2) * float(g @ g)
+    return DescentLemmaRecord(steps, f(theta), after, bound, beta)
+
+
+# ----------------------------------------------------------------------------
+# 2. Theorems 4.1 and 4.2: one BN unit inside a random network
+
+
+def _random_problem(rng: np.random.Generator, m: int, width: int = 8, classes: int = 4
+                    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, float, float]:
+    """A random downstream loss L(z) of one BN unit's output z ∈ R^m, a pre-BN input y, γ and β.
+
+    The BN unit's output z (one column) joins ``width − 1`` other fixed columns, goes through
+    tanh, a random linear layer and the cross-entropy with random labels: the "identical
+    network without BN" is L applied to the same layer output. float64 throughout.
+    """
+    f64 = torch.float64
+    others = torch.tensor(rng.standard_normal((m, width - 1)), dtype=f64)
+    w = torch.tensor(rng.standard_normal((width, classes)) * rng.uniform(0.5, 3.0), dtype=f64)
+    labels = torch.tensor(rng.integers(0, classes, m))
+    y = torch.tensor(rng.standard_normal(m) * rng.uniform(0.3, 5.0) + rng.uniform(-3, 3), dtype=f64)
+
+    def loss(z: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(torch.cat([z[:, None], others], dim=1))
+        return nn.functional.cross_entropy(h @ w, labels)
+
+    return loss, y, float(rng.uniform(0.3, 3.0)), float(rng.uniform(-1.0, 1.0))
+
+
+def _bn(y: torch.Tensor, gamma: float, beta: float, eps: float) -> torch.Tensor:
+    mu = y.mean()
+    return gamma * (y - mu) / torch.sqrt(((y - mu) ** 2).mean() + eps) + beta
+
+
+@dataclass
+class GradientTheoremRecord:
+    """Theorem 4.1 on ``len(m)`` random problems: ``lhs = ‖∇_y L̂‖²``; ``rhs_1_over_m`` and
+    ``rhs_1_over_sqrt_m`` are (γ²/σ²)(‖g‖² − ⟨1,g⟩²/m − c⟨g,ŷ⟩²) with c = 1/m and c = 1/√m;
+    ``grad_norm_bn`` and ``grad_norm_plain`` are ‖∇_y L̂‖ and ‖g‖ = ‖∇_z L‖."""
+
+    m: np.ndarray
+    eps: float
+    lhs: np.ndarray
+    rhs_1_over_m: np.ndarray
+    rhs_1_over_sqrt_m: np.ndarray
+    gamma_over_sigma: np.ndarray
+    grad_norm_bn: np.ndarray
+    grad_norm_plain: np.ndarray
+
+
+def bn_gradient_theorem_check(seed: int = 0, trials: int = 200, eps: float = 0.0,
+                              batch_sizes: Sequence[int] = (4, 8, 16, 32, 64, 128)) -> GradientTheoremRecord:
+    """Compare ‖∇_y L̂‖² with both versions of the bound of Theorem 4.1 on random problems.
+
+    L̂(y) = L(BN_{γ,β,ε}(y)); σ = √(var(y) + ε); g = ∇_z L at z = BN(y); ŷ = (y − μ)/σ.
+    Used in chapter "Lipschitz continuity, smoothness and the loss landscape".
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(trials):
+        m = int(batch_sizes[k % len(batch_sizes)])
+        loss, y, gamma, beta = _random_problem(rng, m)
+        z = _bn(y, gamma, beta, eps)
+        g = torch.func.grad(loss)(z)
+        grad_bn = torch.func.grad(lambda yy: loss(_bn(yy, gamma, beta, eps)))(y)
+        sigma = float(torch.sqrt(y.var(unbiased=False) + eps))
+        yhat = (y - y.mean()) / sigma
+        base = float(g @ g) - float(g.sum()) ** 2 / m
+        proj = float(g @ yhat) ** 2
+        scale = gamma**2 / sigma**2
+        rows.append((m, float(grad_bn @ grad_bn), scale * (base - proj / m), scale * (base - proj / math.sqrt(m)),
+                     gamma / sigma, float(grad_bn.norm()), float(g.norm())))
+    cols = [np.array(c) for c in zip(*rows)]
+    return GradientTheoremRecord(cols[0].astype(int), eps, *cols[1:])
+
+
+def gradient_identity_holds(r: GradientTheoremRecord, rtol: float = 1e-9) -> bool:
+    """With 1/m: equality for ε = 0, and ‖∇_y L̂‖² ≤ bound for ε > 0 (up to ``rtol``)."""
+    scale = np.maximum(np.abs(r.rhs_1_over_m), 1e-300)
+    if r.eps == 0:
+        return bool(np.all(np.abs(r.lhs - r.rhs_1_over_m) <= rtol * scale))
+    return bool(np.all(r.lhs <= r.rhs_1_over_m * (1 + rtol)))
+
+
+def sqrt_m_version_fails(r: GradientTheoremRecord, fraction: float = 0.9) -> bool:
+    """The 1/√m "bound" is below the true ‖∇_y L̂‖² on at least ``fraction`` of the problems."""
+    return bool(np.mean(r.lhs > r.rhs_1_over_sqrt_m * (1 + 1e-9)) >= fraction)
+
+
+@dataclass
+class HessianTheoremRecord:
+    """Theorem 4.2 on random problems (ε = 0), with v = ∇_y L̂, g = ∇_z L, H = ∇²_z L:
+
+    ``quad_bn = vᵀ∇²_y L̂ v``; ``identity_rhs = (γ²/σ²) vᵀHv − γ/(mσ²)⟨g,ŷ⟩‖v‖²``.
+    Normalized curvatures (Rayleigh quotients): ``curv_bn = quad_bn/‖v‖²``,
+    ``curv_plain = gᵀHg/‖g‖²``, ``bound = (γ²/σ²) curv_plain − γ/(mσ²)⟨g,ŷ⟩``.
+    ``assumption[k]``: the Rayleigh quotient of H at Pg (g projected off 1 and ŷ) is at most
+    that at g. ``paper_rhs = (γ²/σ²)(gᵀHg − ⟨g,ŷ⟩‖g‖²/(mγ))``: the second form as usually quoted.
+    """
+
+    m: np.ndarray
+    quad_bn: np.ndarray
+    identity_rhs: np.ndarray
+    curv_bn: np.ndarray
+    curv_plain: np.ndarray
+    bound: np.ndarray
+    assumption: np.ndarray
+    paper_rhs: np.ndarray
+    gamma_over_sigma: np.ndarray
+
+
+def bn_hessian_theorem_check(seed: int = 0, trials: int = 120,
+                             batch_sizes: Sequence[int] = (4, 8, 16, 32, 64)) -> HessianTheoremRecord:
+    """Theorem 4.2 on random problems: the exact identity and the bound on the curvature along the gradient.
+
+    Used in chapter "Lipschitz continuity, smoothness and the loss landscape".
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(trials):
+        m = int(batch_sizes[k % len(batch_sizes)])
+        loss, y, gamma, beta = _random_problem(rng, m)
+        bn_loss = lambda yy: loss(_bn(yy, gamma, beta, 0.0))  # noqa: E731
+        z = _bn(y, gamma, beta, 0.0)
+        g = torch.func.grad(loss)(z)
+        h = torch.func.hessian(loss)(z)
+        v = torch.func.grad(bn_loss)(y)
+        h_bn = torch.func.hessian(bn_loss)(y)
+        sigma = float(y.std(unbiased=False))
+        yhat = (y - y.mean()) / sigma
+        ones = torch.ones_like(y)
+        pg = g - (g @ ones) / m * ones - (g @ yhat) / m * yhat
+        gy = float(g @ yhat)
+        quad_bn = float(v @ h_bn @ v)
+        vv = float(v @ v)
+        identity_rhs = gamma**2 / sigma**2 * float(v @ h @ v) - gamma / (m * sigma**2) * gy * vv
+        curv_plain = float(g @ h @ g) / float(g @ g)
+        curv_pg = float(pg @ h @ pg) / float(pg @ pg)
+        bound = gamma**2 / sigma**2 * curv_plain - gamma / (m * sigma**2) * gy
+        paper = gamma**2 / sigma**2 * (float(g @ h @ g) - gy * float(g @ g) / (m * gamma))
+        rows.append((m, quad_bn, identity_rhs, quad_bn / vv, curv_plain, bound, curv_pg <= curv_plain,
+                     paper, gamma / sigma))
+    cols = [np.array(c) for c in zip(*rows)]
+    return HessianTheoremRecord(cols[0].astype(int), *cols[1:6], cols[6].astype(bool), cols[7], cols[8])
+
+
+def hessian_identity_holds(r: HessianTheoremRecord, rtol: float = 1e-8) -> bool:
+    """vᵀ∇²L̂ v equals (γ²/σ²) vᵀHv − γ/(mσ²)⟨g,ŷ⟩‖v‖² on every problem (ε = 0)."""
+    scale = np.maximum(np.abs(r.quad_bn), np.abs(r.identity_rhs)) + 1e-300
+    return bool(np.all(np.abs(r.quad_bn - r.identity_rhs) <= rtol * scale + 1e-14))
+
+
+def hessian_assumption_often_fails(r: HessianTheoremRecord, at_least: float = 0.2) -> bool:
+    """The curvature bound holds exactly where the assumption holds (it is the assumption rewritten
+    through the identity), and the assumption fails on at least ``at_least`` of the problems."""
+    holds = r.curv_bn <= r.bound + 1e-9 * (np.abs(r.bound) + 1)
+    return bool(np.array_equal(holds, r.assumption) and np.mean(~r.assumption) >= at_least)
+
+
+# ----------------------------------------------------------------------------
+# 3. The landscape along the gradient, over training
+
+
+def make_norm(norm: str) -> Callable[[int], nn.Module] | None:
+    """The normalization layer factory for ``norm`` in ("none", "batch", "l1", "l2", "linf").
+
+    "batch" is ``torch.nn.BatchNorm1d`` (its backward supports ``torch.func``'s
+    Hessian-vector products); "l1", "l2", "linf" are :class:`~normlab.layers.LpBatchNorm1d`.
+    """
+    if norm == "none":
+        return None
+    if norm == "batch":
+        return nn.BatchNorm1d
+    p = {"l1": 1, "l2": 2, "linf": math.inf}.get(norm)
+    if p is None:
+        raise ValueError(f"norm must be one of none, batch, l1, l2, linf; got {norm!r}.")
+    return lambda width: LpBatchNorm1d(width, p=p)
+
+
+@dataclass
+class LandscapeRecord:
+    """One network trained by SGD, with landscape measures every ``every`` steps.
+
+    ``loss_variation[t]``, ``gradient_predictiveness[t]``, ``effective_beta[t]`` summarize
+    :func:`normlab.landscape.gradient_direction_measures` on the training batch of step
+    ``measure_steps[t]``; ``top_eigenvalue[t]`` is λ_max of the Hessian of the loss on a
+    fixed probe batch. ``train_loss`` is the minibatch loss of every step.
+    ``xhat_std[t, u]`` (normalized networks): the standard deviation over the probe batch of
+    the normalized input x̂ of unit u of the first normalization layer (before γ, β).
+    """
+
+    norm: str
+    lr: float
+    measure_steps: np.ndarray
+    loss_variation: np.ndarray
+    gradient_predictiveness: np.ndarray
+    effective_beta: np.ndarray
+    gradient_norm: np.ndarray
+    top_eigenvalue: np.ndarray
+    train_loss: np.ndarray
+    test_accuracy: float
+    xhat_std: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    state: dict = field(default_factory=dict, repr=False)
+
+
+HIDDEN = (100, 100, 100)
+ETAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+
+
+def landscape_over_training(norm: str, seed: int = 0, steps: int = 600, lr: float = 0.1, batch_size: int = 64,
+                            every: int = 50, etas: Sequence[float] = ETAS, probe_size: int = 256,
+                            eigen_iterations: int = 20) -> LandscapeRecord:
+    """Train a 3×100 ReLU MLP on digits by SGD and measure its landscape along the way.
+
+    Santurkar et al. (2018, §3.1, Fig. 4) at CPU scale: at every ``every`` steps, on the
+    current training batch, move along the gradient by η ∈ ``etas`` and record the loss
+    variation, the gradient predictiveness and the effective β-smoothness; estimate the top
+    Hessian eigenvalue of the loss on a fixed probe batch by power iteration. The same
+    seed gives the same initial Linear weights and the same batches for every ``norm``.
+    Used in chapter "Lipschitz continuity, smoothness and the loss landscape".
+    """
+    ds = data.digits(seed=seed)
+    net = models.mlp(ds.num_features, HIDDEN, ds.num_classes, activation="relu", norm=make_norm(norm), seed=seed)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    probe = torch.randperm(len(ds.x_train), generator=generator)[:probe_size]
+    probe_x, probe_y = ds.x_train[probe], ds.y_train[probe]
+    rows, losses, xhat_std = [], [], []
+    first_norm = getattr(net, "norm0", None)
+    order = torch.randperm(len(ds.x_train), generator=generator)
+    cursor = 0
+    for step in range(steps + 1):
+        if cursor + batch_size > len(order):
+            order, cursor = torch.randperm(len(ds.x_train), generator=generator), 0
+        idx = order[cursor:cursor + batch_size]
+        cursor += batch_size
+        x, y = ds.x_train[idx], ds.y_train[idx]
+        if step % every == 0:
+            theta = landscape.flat_parameters(net)
+            measures = landscape.gradient_direction_measures(landscape.flat_loss(net, x, y), theta, etas)
+            lam = landscape.top_hessian_eigenvalue(landscape.flat_loss(net, probe_x, probe_y), theta,
+                                                   iterations=eigen_iterations, seed=seed)
+            rows.append((step, measures.loss_variation, measures.gradient_predictiveness,
+                         measures.effective_beta, measures.gradient_norm, lam))
+            if first_norm is not None:
+                xhat_std.append(_xhat_std(net, first_norm, probe_x))
+        if step == steps:
+            break
+        net.train()
+        loss = nn.functional.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    net.eval()
+    with torch.no_grad():
+        accuracy = float((net(ds.x_test).argmax(1) == ds.y_test).float().mean())
+    cols = [np.array(c) for c in zip(*rows)]
+    return LandscapeRecord(norm, lr, cols[0].astype(int), *cols[1:], np.array(losses), accuracy,
+                           np.array(xhat_std) if xhat_std else np.zeros((0, 0)),
+                           {k: v.clone() for k, v in net.state_dict().items()})
+
+
+@torch.no_grad()
+def _xhat_std(net: nn.Module, layer: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Std over the batch of x̂ = (BN output − β)/γ of ``layer``, per unit, with batch statistics."""
+    captured = []
+    handle = layer.register_forward_hook(lambda m, i, o: captured.append((o - m.bias) / m.weight))
+    was_training, tracking = net.training, getattr(layer, "track_running_stats", False)
+    net.train()
+    layer.track_running_stats = False
+    try:
+        net(x)
+    finally:
+        layer.track_running_stats = tracking
+        net.train(was_training)
+        handle.remove()
+    return captured[0].std(0, unbiased=False).numpy()
+
+
+def median_over_training(values: np.ndarray, steps: np.ndarray, skip: int = 0) -> float:
+    """Median of a landscape measure over the measurements at step ≥ ``skip``."""
+    return float(np.median(values[steps >= skip]))
+
+
+MEASURES = ("loss_variation", "gradient_predictiveness", "effective_beta", "top_eigenvalue", "gradient_norm")
+
+
+def smoothing_ratio(normalized: LandscapeRecord, plain: LandscapeRecord, measure: str, skip: int = 100) -> float:
+    """Median over steps ≥ ``skip`` of ``measure`` without normalization divided by the same with it:
+    above 1 when the normalized network's landscape is smoother by that measure."""
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {list(MEASURES)}; got {measure!r}.")
+    a = median_over_training(getattr(normalized, measure), normalized.measure_steps, skip)
+    b = median_over_training(getattr(plain, measure), plain.measure_steps, skip)
+    return b / a
+
+
+def normalization_smooths_landscape(normalized: LandscapeRecord, plain: LandscapeRecord, measure: str,
+                                    factor: float, skip: int = 100) -> bool:
+    """``measure`` (a field of :class:`LandscapeRecord`), median over steps ≥ ``skip``, is at least
+    ``factor`` times smaller for the normalized network than for the plain one."""
+    return smoothing_ratio(normalized, plain, measure, skip) >= factor
+
+
+def normalization_does_not_lower_effective_beta(normalized: LandscapeRecord, plain: LandscapeRecord,
+                                                at_most: float = 1.0, skip: int = 100) -> bool:
+    """The effective β-smoothness is *not* smaller with normalization at this scale: the ratio
+    (plain / normalized, medians over steps ≥ ``skip``) is at most ``at_most``."""
+    return smoothing_ratio(normalized, plain, "effective_beta", skip) <= at_most
+
+
+def xhat_std_range(record: LandscapeRecord) -> tuple[float, float]:
+    """Smallest and largest standard deviation of x̂ over the units of the first normalization layer
+    and the measurements (the probe batch): exactly 1 (up to ε) for BN, not fixed for ℓ1 or ℓ∞."""
+    if record.xhat_std.size == 0:
+        raise ValueError(f"the record of norm={record.norm!r} has no normalization layer to probe.")
+    return float(record.xhat_std.min()), float(record.xhat_std.max())
+
+
+def xhat_std_drift(record: LandscapeRecord) -> float:
+    """Median over units of (largest / smallest std of x̂ over training): how much the second moment of
+    one unit's normalized input moves while the network trains (1 for BN)."""
+    s = record.xhat_std
+    if s.size == 0:
+        raise ValueError(f"the record of norm={record.norm!r} has no normalization layer to probe.")
+    return float(np.median(s.max(0) / s.min(0)))
+
+
+# ----------------------------------------------------------------------------
+# 4. Loss slices
+
+
+@dataclass
+class SliceRecord:
+    """Filter-normalized slices of the training loss (whole training set, batch statistics) through
+    the trained parameters: ``slice_1d[i] = L(θ + α_i d1)``, ``slice_2d[i, j] = L(θ + α_i d1 + α_j d2)``."""
+
+    norm: str
+    alphas: np.ndarray
+    slice_1d: np.ndarray
+    alphas_2d: np.ndarray
+    slice_2d: np.ndarray
+
+
+def loss_slices(record: LandscapeRecord, seed: int = 0, alphas: Sequence[float] = tuple(np.linspace(-1, 1, 41)),
+                alphas_2d: Sequence[float] = tuple(np.linspace(-1, 1, 21))) -> SliceRecord:
+    """1-D and 2-D filter-normalized slices (Li et al. 2018) of a trained network from
+    :func:`landscape_over_training`. Used in chapter "Lipschitz continuity, smoothness and the
+    loss landscape"."""
+    ds = data.digits(seed=seed)
+    net = models.mlp(ds.num_features, HIDDEN, ds.num_classes, activation="relu",
+                     norm=make_norm(record.norm), seed=seed)
+    net.load_state_dict(record.state)
+    f = landscape.flat_loss(net, ds.x_train, ds.y_train)
+    theta = landscape.flat_parameters(net)
+    d1 = landscape.filter_normalized_direction(net, seed=seed)
+    d2 = landscape.filter_normalized_direction(net, seed=seed + 10_000)
+    return SliceRecord(record.norm, np.asarray(alphas), landscape.loss_slice_1d(f, theta, d1, alphas),
+                       np.asarray(alphas_2d), landscape.loss_slice_2d(f, theta, d1, d2, alphas_2d, alphas_2d))
+
+
+def slice_maximum_ratio(bn: SliceRecord, plain: SliceRecord) -> float:
+    """Highest training loss over the 2-D slice window without BN divided by the same with BN."""
+    return float(plain.slice_2d.max() / bn.slice_2d.max())
+
+
+def bn_lowers_slice_maximum(bn: SliceRecord, plain: SliceRecord, factor: float = 1.0) -> bool:
+    """The highest loss over the filter-normalized 2-D window is at least ``factor`` times lower with BN."""
+    return slice_maximum_ratio(bn, plain) >= factor
