@@ -144,3 +144,13 @@ def test_glossary_terms_are_in_the_index_and_notation_page_exists():
     index = (SITE / "genindex.html").read_text(encoding="utf-8")
     assert "batch normalization" in index and "dynamical isometry" in index
     assert (SITE / "chapters" / "notation.html").exists()
+
+
+def test_practical_guide_links_every_chapter_and_quotes_their_numbers():
+    html, tags = parse("chapters/10_practical_guide")
+    assert "{glue" not in html and "glue_ref" not in html
+    chapters = [p.split("/")[-1] for p in notebook_pages() if "/0" in p]
+    linked = {href.split("#")[0].removesuffix(".html") for href in tags.links}
+    assert set(chapters) <= linked, f"not linked: {set(chapters) - linked}"
+    for key_text in ("Three classic bugs", "Debugging checklist", "A timeline of explanations"):
+        assert key_text in html
