@@ -12,21 +12,17 @@ Needs Chromium at /usr/bin/chromium (`apt-get install chromium`; `.ci/run` insta
 
 from __future__ import annotations
 
-import functools
-import http.server
 import re
 import shutil
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-import yaml
+
+from normlab.site import CHROMIUM_FLAGS, serve_directory, toc_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_build" / "html"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 #: Console messages that are not faults of the site, each with the reason it is allowed.
 CONSOLE_ALLOWLIST: dict[str, str] = {
@@ -36,29 +32,19 @@ CONSOLE_ALLOWLIST: dict[str, str] = {
 
 
 def _pages() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part["chapters"]]
+    return toc_documents(ROOT / "_toc.yml")
 
 
 def _notebook_pages() -> set[str]:
     return {p for p in _pages() if (ROOT / f"{p}.ipynb").exists()}
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def server():
     if not (SITE / "index.html").exists():
         pytest.fail("the site is not built: run `make book` (make test does it first)")
-    handler = functools.partial(_QuietHandler, directory=str(SITE))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve_directory(SITE) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -96,3 +96,12 @@ def test_pages_workflow_builds_the_book_with_cpu_torch_and_publishes_the_site():
     upload = next(step for step in build if "upload-pages-artifact" in step.get("uses", ""))
     assert upload["with"]["path"] == "_build/html"
     assert "deploy-pages" in workflow["jobs"]["deploy"]["steps"][0]["uses"]
+
+
+def test_toc_documents_lists_root_then_every_chapter_in_order(tmp_path):
+    from normlab.site import toc_documents
+
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: intro\nparts:\n  - caption: A\n    chapters:\n      - file: a\n      - file: b\n"
+                   "  - caption: B\n    chapters:\n      - file: c\n")
+    assert toc_documents(toc) == ["intro", "a", "b", "c"]

@@ -10,7 +10,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import yaml
+
+from normlab.site import toc_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 # A chapter author can check a partial build: NORMBOOK_TOC=/tmp/toc.yml NORMBOOK_SITE=/tmp/b/_build/html.
@@ -19,11 +20,7 @@ TOC = Path(os.environ.get("NORMBOOK_TOC", ROOT / "_toc.yml"))
 
 
 def toc_files() -> list[str]:
-    toc = yaml.safe_load(TOC.read_text())
-    files = [toc["root"]]
-    for part in toc.get("parts", []):
-        files += [c["file"] for c in part["chapters"]]
-    return files
+    return toc_documents(TOC)
 
 
 def notebook_pages() -> list[str]:

@@ -33,6 +33,8 @@ import nbformat
 import yaml
 from nbformat import NotebookNode
 
+from normlab.site import toc_documents
+
 __all__ = [
     "SolutionRegion",
     "build_student_site",
@@ -194,9 +196,7 @@ def student_notebook(nb: NotebookNode, chapter: str, keep_outputs: bool = False)
 
 def _chapter_notebooks(root: Path) -> list[Path]:
     """The notebooks listed in the book's ``_toc.yml``, in reading order."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files = [toc["root"]] + [chapter["file"] for part in toc.get("parts", []) for chapter in part["chapters"]]
-    return [root / f"{name}.ipynb" for name in files if (root / f"{name}.ipynb").exists()]
+    return [root / f"{name}.ipynb" for name in toc_documents(root / "_toc.yml") if (root / f"{name}.ipynb").exists()]
 
 
 def write_student_notebooks(root: Path, out: Path) -> list[Path]:
