@@ -525,3 +525,27 @@ def test_non_finite_input_passes_through_like_torch_when_running_stats_are_not_u
     x = torch.tensor([[math.nan, 1.0], [2.0, 3.0], [0.0, 1.0]])
     reference = nn.BatchNorm1d(2, track_running_stats=layer.track_running_stats).train(layer.training)
     torch.testing.assert_close(layer(x), reference(x), equal_nan=True)
+
+
+
+@pytest.mark.parametrize("wrt", ["input", "weight"])
+def test_create_graph_through_the_input_raises_instead_of_a_wrong_second_derivative(wrt):
+    """The closed-form backward treats x̂ as a constant, so a graph built from it would give
+    wrong second derivatives through x: it must refuse, whichever first derivative is asked."""
+    bn = layers.BatchNorm1d(3, dtype=torch.float64)
+    x = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    target = x if wrt == "input" else bn.weight
+    with pytest.raises(RuntimeError, match=r"cannot be differentiated twice.*torch\.nn\.BatchNorm1d"):
+        torch.autograd.grad(bn(x).pow(3).sum(), target, create_graph=True)
+
+
+def test_second_derivatives_in_gamma_and_beta_alone_match_torch():
+    """With a constant input x̂ is a constant too, so second derivatives in γ, β are right."""
+    x = torch.randn(8, 3, dtype=torch.float64)
+    ours, theirs = layers.BatchNorm1d(3, dtype=torch.float64), nn.BatchNorm1d(3, dtype=torch.float64)
+    second = []
+    for bn in (ours, theirs):
+        (g,) = torch.autograd.grad(bn(x).pow(3).sum(), bn.weight, create_graph=True)
+        second.append(torch.autograd.grad(g.sum(), (bn.weight, bn.bias)))
+    for a, b in zip(*second):
+        torch.testing.assert_close(a, b)

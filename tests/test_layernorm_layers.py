@@ -456,3 +456,14 @@ def test_instancenorm_with_one_spatial_value_raises_value_error():
         layers.InstanceNorm2d(3)(torch.randn(2, 3, 1, 1))
     layer = layers.InstanceNorm2d(3, track_running_stats=True).eval()
     assert layer(torch.randn(2, 3, 1, 1)).shape == (2, 3, 1, 1)  # running stats need none
+
+
+
+@pytest.mark.parametrize("make, oracle", [(lambda: layers.LayerNorm(6, dtype=torch.float64), "LayerNorm"),
+                                          (lambda: layers.RMSNorm(6, dtype=torch.float64), "RMSNorm"),
+                                          (lambda: layers.GroupNorm(2, 6, dtype=torch.float64), "GroupNorm")])
+def test_create_graph_through_the_input_raises_instead_of_a_wrong_second_derivative(make, oracle):
+    """The closed-form backward is first-order only: building a graph of it through x must raise."""
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match=rf"cannot be differentiated twice.*torch\.nn\.{oracle}"):
+        torch.autograd.grad(make()(x).pow(3).sum(), x, create_graph=True)

@@ -58,6 +58,23 @@ def _addcmul_per_channel(shift: Tensor, input: Tensor, scale: Tensor, out: Tenso
     return torch.mul(input, scale, out=out).add_(shift)
 
 
+def refuse_second_derivatives(function: str, oracle: str, input_needs_grad: bool) -> None:
+    """Raise if autograd is recording this closed-form backward (``create_graph=True``)
+    while the input needs a gradient.
+
+    The closed form treats the saved x̂ and 1/σ as constants, so a graph built from it
+    would give silently wrong second derivatives through the input (a Hessian-vector
+    product, a gradient penalty). With the input constant, second derivatives in γ and
+    β alone are right and allowed.
+    """
+    if input_needs_grad and torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{function} has a first-order, closed-form backward: it cannot be differentiated twice "
+            f"(create_graph=True) with respect to its input. For second derivatives (Hessian-vector "
+            f"products, gradient penalties) use {oracle}, whose backward is differentiable."
+        )
+
+
 class BatchNormFunction(torch.autograd.Function):
     r"""Training-mode batch normalization with the analytic backward pass.
 
@@ -79,7 +96,8 @@ class BatchNormFunction(torch.autograd.Function):
         \frac{\partial L}{\partial \beta} = \sum dy.
 
     It saves x̂ and 1/σ (and γ) for the backward, nothing else. First derivatives
-    only: differentiating the backward again is not supported.
+    only: differentiating the backward again with respect to the input raises a
+    RuntimeError (:func:`refuse_second_derivatives`) instead of a wrong answer.
     Derived in chapter "BatchNorm: algebra, backpropagation, train vs inference".
     """
 
@@ -118,6 +136,7 @@ class BatchNormFunction(torch.autograd.Function):
         xhat, invstd, weight = ctx.saved_tensors
         ndim, dims, m = xhat.dim(), ctx.dims, ctx.m
         need_input, need_weight, need_bias, _ = ctx.needs_input_grad
+        refuse_second_derivatives("normlab's BatchNorm", "torch.nn.BatchNorm1d/2d", need_input)
         grad_bias = grad_output.sum(dims)  # Σ dy                                  (6)
         grad_input = torch.mul(grad_output, xhat)  # dy·xhat, in the buffer that will hold dx
         grad_weight = grad_input.sum(dims)  # Σ dy·xhat                            (6)

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from normlab.layers._affine import register_affine, reset_affine
-from normlab.layers.batchnorm import _BatchNorm, _channel_view
+from normlab.layers.batchnorm import _BatchNorm, _channel_view, refuse_second_derivatives
 
 __all__ = [
     "GroupNorm",
@@ -96,7 +96,7 @@ class LayerNormFunction(torch.autograd.Function):
     without the :math:`\mathrm{mean}(\hat{g})` term when ``center=False``;
     :math:`\partial L/\partial\gamma = \sum dy\,\hat{x}` and
     :math:`\partial L/\partial\beta = \sum dy` over the leading dimensions. First
-    derivatives only.
+    derivatives only: a second derivative through the input raises a RuntimeError.
     Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
     """
 
@@ -125,6 +125,8 @@ class LayerNormFunction(torch.autograd.Function):
             return None, None, None, None, None, None
         xhat, invstd, weight = ctx.saved_tensors
         need_input, _, need_weight, need_bias, _, _ = ctx.needs_input_grad
+        refuse_second_derivatives("normlab's LayerNorm/RMSNorm", "torch.nn.LayerNorm or torch.nn.RMSNorm",
+                                  need_input)
         grad_input = grad_weight = grad_bias = None
         lead_shape = invstd.shape[:-1]
         if need_input:
@@ -152,7 +154,8 @@ class GroupNormFunction(torch.autograd.Function):
 
     The backward pass is equation (5) per group, with :math:`\hat{g} = dy\,\gamma` per channel;
     :math:`\partial L/\partial\gamma = \sum dy\,\hat{x}`, :math:`\partial L/\partial\beta =
-    \sum dy` over the batch and spatial axes. First derivatives only.
+    \sum dy` over the batch and spatial axes. First derivatives only
+    (a second derivative through the input raises a RuntimeError).
     Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
     """
 
@@ -186,6 +189,7 @@ class GroupNormFunction(torch.autograd.Function):
             return None, None, None, None, None
         xhat, invstd, weight = ctx.saved_tensors
         need_input, _, need_weight, need_bias, _ = ctx.needs_input_grad
+        refuse_second_derivatives("normlab's GroupNorm", "torch.nn.GroupNorm", need_input)
         ndim, dims = xhat.dim(), (0,) + tuple(range(2, xhat.dim()))
         grad_input = grad_weight = grad_bias = None
         if need_input:
