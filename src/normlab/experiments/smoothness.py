@@ -23,7 +23,7 @@ tests (seeds 101–105) assert exactly the same thing.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,6 +129,16 @@ def _random_problem(rng: np.random.Generator, m: int, width: int = 8, classes: i
     return loss, y, float(rng.uniform(0.3, 3.0)), float(rng.uniform(-1.0, 1.0))
 
 
+def _random_problems(seed: int, trials: int, batch_sizes: Sequence[int]
+                     ) -> Iterator[tuple[int, Callable[[torch.Tensor], torch.Tensor], torch.Tensor, float, float]]:
+    """``trials`` problems of :func:`_random_problem` from one seeded generator, as (m, L, y, γ, β),
+    with the batch size m cycling through ``batch_sizes``."""
+    rng = np.random.default_rng(seed)
+    for k in range(trials):
+        m = int(batch_sizes[k % len(batch_sizes)])
+        yield (m, *_random_problem(rng, m))
+
+
 def _bn(y: torch.Tensor, gamma: float, beta: float, eps: float) -> torch.Tensor:
     mu = y.mean()
     return gamma * (y - mu) / torch.sqrt(((y - mu) ** 2).mean() + eps) + beta
@@ -157,11 +167,8 @@ def bn_gradient_theorem_check(seed: int = 0, trials: int = 200, eps: float = 0.0
     L̂(y) = L(BN_{γ,β,ε}(y)); σ = √(var(y) + ε); g = ∇_z L at z = BN(y); ŷ = (y − μ)/σ.
     Used in chapter "Lipschitz continuity, smoothness and the loss landscape".
     """
-    rng = np.random.default_rng(seed)
     rows = []
-    for k in range(trials):
-        m = int(batch_sizes[k % len(batch_sizes)])
-        loss, y, gamma, beta = _random_problem(rng, m)
+    for m, loss, y, gamma, beta in _random_problems(seed, trials, batch_sizes):
         z = _bn(y, gamma, beta, eps)
         g = torch.func.grad(loss)(z)
         grad_bn = torch.func.grad(lambda yy: loss(_bn(yy, gamma, beta, eps)))(y)
@@ -217,11 +224,8 @@ def bn_hessian_theorem_check(seed: int = 0, trials: int = 120,
 
     Used in chapter "Lipschitz continuity, smoothness and the loss landscape".
     """
-    rng = np.random.default_rng(seed)
     rows = []
-    for k in range(trials):
-        m = int(batch_sizes[k % len(batch_sizes)])
-        loss, y, gamma, beta = _random_problem(rng, m)
+    for m, loss, y, gamma, beta in _random_problems(seed, trials, batch_sizes):
         bn_loss = lambda yy: loss(_bn(yy, gamma, beta, 0.0))  # noqa: E731
         z = _bn(y, gamma, beta, 0.0)
         g = torch.func.grad(loss)(z)
