@@ -19,7 +19,7 @@ export NORMLAB_STRICT_CHECKS := 1
 # One BLAS thread per process: the build and pytest-xdist already use both cores.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help env book student grade pdf test clean
+.PHONY: help env book student grade pdf test clean system-python system-book system-browser
 
 help:
 	@echo "make book   build the site into _build/html (creates .venv if missing)"
@@ -31,7 +31,17 @@ help:
 
 env: $(INSTALLED)
 
-$(INSTALLED): requirements.txt pyproject.toml
+# System packages, installed with apt-get when missing (as root or with passwordless sudo; otherwise
+# tools/system-packages stops with a message naming them). .venv needs Python's venv module; the book
+# also needs npm (tools/vendor-js); the tests and the PDF also need Debian's Chromium.
+system-python:
+	@PYTHON=$(PYTHON) tools/system-packages python3-venv
+system-book: system-python
+	@tools/system-packages npm
+system-browser: system-book
+	@tools/system-packages chromium
+
+$(INSTALLED): requirements.txt pyproject.toml | system-python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.txt 2>&1 \
 	  | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
@@ -46,7 +56,7 @@ _build/.normlab-sources: $(NORMLAB_SOURCES)
 	touch $@
 
 # MathJax and the widget scripts, served by the site itself so that it works offline.
-_build/vendor/.stamp: tools/vendor-js tools/widgets-config.js
+_build/vendor/.stamp: tools/vendor-js tools/widgets-config.js | system-book
 	tools/vendor-js _build/vendor
 	touch $@
 
@@ -57,14 +67,14 @@ book: $(INSTALLED) _build/.normlab-sources _build/vendor/.stamp
 student: book
 	$(BIN)/python -m normlab.student_edition --out _build/student
 
-pdf: book
+pdf: system-browser book
 	$(BIN)/python tools/book-pdf
 
 SUBMISSIONS ?= submissions
 grade: $(INSTALLED)
 	env -u NORMLAB_STRICT_CHECKS $(BIN)/python -m normlab.grading $(SUBMISSIONS) --csv grades.csv
 
-test: book student
+test: system-browser book student
 	$(BIN)/python -m pytest -n 2 --dist loadfile \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
 	  tests chapters

@@ -105,3 +105,60 @@ def test_toc_documents_lists_root_then_every_chapter_in_order(tmp_path):
     toc.write_text("format: jb-book\nroot: intro\nparts:\n  - caption: A\n    chapters:\n      - file: a\n      - file: b\n"
                    "  - caption: B\n    chapters:\n      - file: c\n")
     assert toc_documents(toc) == ["intro", "a", "b", "c"]
+
+
+def test_make_book_and_make_test_install_their_system_packages_themselves():
+    """The README's two commands work on a fresh Debian machine: the Makefile, not only CI, checks for
+    (and installs) Python's venv, npm and Chromium before it needs them."""
+    book = dry_run("-W", "tools/vendor-js", "-W", "requirements.txt", "book")
+    assert "tools/system-packages python3-venv" in book
+    assert "tools/system-packages npm" in book
+    assert book.index("tools/system-packages npm") < book.index("tools/vendor-js _build/vendor")
+    assert book.index("tools/system-packages python3-venv") < book.index("-m venv .venv")
+    assert "tools/system-packages chromium" not in book, "the book itself needs no browser"
+    test = dry_run("test")
+    for name in ("python3-venv", "npm", "chromium"):
+        assert f"tools/system-packages {name}" in test
+    assert test.index("tools/system-packages chromium") < test.index("-m pytest")
+    assert "tools/system-packages chromium" in dry_run("pdf")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "apt-get" not in ci, ".ci/run must rely on the Makefile for system packages"
+
+
+def _fake_commands(directory: Path, **scripts: str) -> dict[str, str]:
+    """A PATH of just `directory`, holding shell scripts named after the commands a test fakes."""
+    directory.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        path = directory / name
+        path.write_text(f"#!/bin/bash\n{body}\n")
+        path.chmod(0o755)
+    return {"PATH": str(directory), "PYTHON": "/nonexistent/python3"}
+
+
+def run_system_packages(env: dict[str, str], *names: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["/bin/bash", str(ROOT / "tools" / "system-packages"), *names], env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_system_packages_installs_what_is_missing_with_apt_get_as_root(tmp_path):
+    log = tmp_path / "apt.log"
+    env = _fake_commands(tmp_path / "bin", id="echo 0", env='shift; exec "$@"',
+                         **{"apt-get": f'echo "$*" >> {log}'}, npm="true")
+    result = run_system_packages(env, "npm", "chromium", "python3-venv")
+    calls = log.read_text().splitlines()
+    assert calls[0] == "update -qq"
+    assert calls[1].startswith("install -y") and calls[1].split()[-3:] == ["chromium", "python3", "python3-venv"]
+    # The fake apt-get installs nothing: the script must notice and say so.
+    assert result.returncode == 1 and "still missing after apt-get install" in result.stderr
+
+
+def test_system_packages_stops_with_a_clear_message_when_it_cannot_install(tmp_path):
+    env = _fake_commands(tmp_path / "bin", id="echo 1000", **{"apt-get": "exit 99"})
+    result = run_system_packages(env, "chromium")
+    assert result.returncode == 1
+    assert "needs chromium" in result.stderr and "needs root" in result.stderr
+    assert "apt-get install chromium" in result.stderr
+    no_apt = run_system_packages(_fake_commands(tmp_path / "empty"), "npm")
+    assert no_apt.returncode == 1 and "no apt-get" in no_apt.stderr and "npm" in no_apt.stderr
+    present = run_system_packages(_fake_commands(tmp_path / "ok", npm="true", chromium="true"), "npm", "chromium")
+    assert present.returncode == 0 and present.stderr == ""
