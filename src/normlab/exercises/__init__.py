@@ -4,13 +4,13 @@ Each chapter has a module here (written with :mod:`normlab.exercises.checker`) w
 functions check a student's solution, e.g. ``why_normalize.gd_step(gd_step)``.
 """
 
+from normlab.exercises._spec import Case, Exercise, Mistake
 from normlab.exercises.checker import (
     STRICT_ENV_VAR,
-    Case,
     CheckResult,
-    Exercise,
-    Mistake,
+    check_pickled,
     make_checker,
+    reset_attempts,
     run_check,
 )
 
@@ -20,6 +20,8 @@ __all__ = [
     "CheckResult",
     "Exercise",
     "Mistake",
+    "check_pickled",
     "make_checker",
+    "reset_attempts",
     "run_check",
 ]

@@ -10,7 +10,8 @@ the largest errors.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import itertools
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,7 @@ from normlab.exercises._outputs import _NUMERIC_KINDS, _normalize, _Opaque
 from normlab.exercises._sandbox import _call_on_copy
 from normlab.exercises._text import _describe, _exception_line, _index_text, _number
 
-if TYPE_CHECKING:
-    from normlab.exercises.checker import Case, Exercise, Mistake
+from normlab.exercises._spec import Case, Exercise, Mistake
 
 
 # --------------------------------------------------------------------------- verdict
@@ -41,7 +41,36 @@ def _judge(exercise: Exercise, case: Case, output: Any, expected: Any) -> str | 
     for mistake in exercise.mistakes:
         if _matches_mistake(exercise, case, got, want, mistake):
             return mistake.message
+    if exercise.compare is None:
+        pattern = _order_problem(got, want, exercise.rtol, exercise.atol, exercise.output_names)
+        if pattern is not None:
+            return pattern
     return problem
+
+
+def _agrees(got: Any, want: Any, rtol: float, atol: float) -> bool:
+    return _structure_problem(got, want) is None and _value_problem(got, want, rtol, atol) is None
+
+
+def _order_problem(got: Any, want: Any, rtol: float, atol: float, names: tuple[str, ...]) -> str | None:
+    """Outputs that are right but in the wrong order: a permuted tuple, a reversed vector."""
+    if isinstance(want, tuple) and isinstance(got, tuple) and len(got) == len(want) and 2 <= len(want) <= 5:
+        n = len(want)
+        for order in itertools.permutations(range(n)):
+            if order == tuple(range(n)):
+                continue
+            if all(_agrees(got[i], want[order[i]], rtol, atol) for i in range(n)):
+                label = list(names) if len(names) == n else [f"element [{j}]" for j in range(n)]
+                yours = ", ".join(label[order[i]] for i in range(n))
+                return (f"your outputs are right but in the wrong order: you returned ({yours}); "
+                        f"the exercise asks for ({', '.join(label)}).")
+        return None
+    if (isinstance(want, np.ndarray) and isinstance(got, np.ndarray) and want.ndim == 1
+            and want.shape == got.shape and want.size >= 2 and want.dtype.kind in _NUMERIC_KINDS
+            and got.dtype.kind in _NUMERIC_KINDS and _agrees(got[::-1].copy(), want, rtol, atol)):
+        label = f" ({', '.join(names)})" if len(names) == want.size else ""
+        return f"your values are right but in reverse order: return them in the order the exercise states{label}."
+    return None
 
 
 def _matches_mistake(exercise: Exercise, case: Case, got: Any, want: Any, mistake: Mistake) -> bool:
@@ -136,6 +165,12 @@ def _as_float(a: np.ndarray) -> np.ndarray:
 
 def _shape_message(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> str:
     message = f"returned shape {got.shape}, expected shape {want.shape}"
+    reduction = _missing_reduction(got, want, rtol, atol)
+    if reduction is not None:
+        return f"{message}: {reduction}"
+    off_by_one = _off_by_one(got, want, rtol, atol)
+    if off_by_one is not None:
+        return f"{message}: {off_by_one}"
     if got.squeeze().shape == want.squeeze().shape:
         return (
             f"{message}: they differ only by an axis of size 1. Check `keepdims=True`, "
@@ -158,6 +193,44 @@ def _shape_message(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) 
     if got.size == 1 and want.size > 1:
         return f"{message}: a single value. Did you reduce over every axis instead of one `axis`?"
     return f"{message}. Check the `axis` of each reduction and the shapes of intermediate results."
+
+
+def _missing_reduction(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> str | None:
+    """An extra leading axis that a sum over the batch would remove."""
+    if got.ndim != want.ndim + 1 or got.shape[1:] != want.shape or got.shape[0] < 2:
+        return None
+    g, w = _as_float(got), _as_float(want)
+    with np.errstate(all="ignore"):
+        if np.allclose(g, g[:1], rtol=rtol, atol=atol):
+            return None  # identical rows: a broadcast, not one value per example
+        if np.allclose(g.sum(axis=0), w, rtol=rtol, atol=atol):
+            return ("one value per example: your output has the batch axis still in it. These values summed "
+                    "over the batch (axis 0) are right; reduce over the batch.")
+        if np.allclose(g.mean(axis=0), w, rtol=rtol, atol=atol):
+            return ("one value per example: your output has the batch axis still in it. These values averaged "
+                    "over the batch (axis 0) are right; reduce over the batch.")
+    return None
+
+
+def _off_by_one(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> str | None:
+    """A length one too long or too short along the first axis."""
+    if got.ndim != want.ndim or got.ndim == 0 or got.shape[1:] != want.shape[1:]:
+        return None
+    extra = got.shape[0] - want.shape[0]
+    if abs(extra) != 1:
+        return None
+    longer, shorter = (got, want) if extra > 0 else (want, got)
+    g, w = _as_float(longer), _as_float(shorter)
+    where = ""
+    with np.errstate(all="ignore"):
+        if w.size and np.allclose(g[1:], w, rtol=rtol, atol=atol):
+            where = " the first value" + (" is extra" if extra > 0 else " is missing")
+        elif w.size and np.allclose(g[:-1], w, rtol=rtol, atol=atol):
+            where = " the last value" + (" is extra" if extra > 0 else " is missing")
+    count = "one value too many" if extra > 0 else "one value too few"
+    detail = f" (the others are right:{where})" if where else ""
+    return (f"{count} along axis 0{detail}. Check where your loop starts and stops (`range(n)` against "
+            "`range(n + 1)`), and whether the starting value belongs in the output.")
 
 
 def _nonfinite_message(g: np.ndarray, bad: np.ndarray) -> str:
@@ -218,9 +291,10 @@ def _generic_value_message(
     worst = np.unravel_index(int(np.argmax(ranking)), g.shape)
     yours, theirs = g[worst], w[worst]
     if g.size == 1:
-        ratio = yours / theirs if theirs != 0 else np.nan
-        real_ratio = np.isfinite(ratio) and ratio.imag == 0
-        about = f" (ratio {float(ratio.real):.4g})" if real_ratio else ""
+        about = ""
+        if theirs != 0 and np.isfinite(yours):
+            about = f" (relative error {_number(abs(yours - theirs) / abs(theirs))}"
+            about += f"; the check allows rtol={rtol:g}, atol={atol:g})"
         return f"wrong value: yours is {_number(yours)}, expected {_number(theirs)}{about}."
     n_wrong, finite = int(wrong.sum()), wrong & np.isfinite(error)
     nonzero = finite & (w != 0)

@@ -29,6 +29,10 @@ def _normalize(value: Any, like: Any = None) -> Any:
 
     A list becomes a tuple when ``like`` (the normalized expected output) is a tuple.
     """
+    if isinstance(value, tuple) and isinstance(like, np.ndarray) and like.ndim > 0:
+        as_list = _as_array(list(value))  # a sequence asked for: a tuple is as good as a list
+        if isinstance(as_list, np.ndarray) and as_list.shape == like.shape:
+            return as_list
     if isinstance(value, tuple) or (isinstance(value, list) and isinstance(like, tuple)):
         likes = like if isinstance(like, tuple) else ()
         return tuple(
@@ -40,7 +44,7 @@ def _normalize(value: Any, like: Any = None) -> Any:
 
 
 def _as_array(value: Any) -> np.ndarray | _Opaque:
-    if isinstance(value, np.ndarray):
+    if isinstance(value, (np.ndarray, _Opaque)):
         return value
     if isinstance(value, (bool, int, float, complex, np.generic)):
         return np.asarray(value)

@@ -17,15 +17,14 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from normlab.exercises._outputs import _as_array, _is_tensor
-from normlab.exercises._text import _exception_line, _positional_names, _signature
+from normlab.exercises._text import _exception_line
 
-if TYPE_CHECKING:
-    from normlab.exercises.checker import Case
+from normlab.exercises._spec import Case
 
 _NORMLAB_DIR = Path(__file__).resolve().parent.parent
 _REPEAT_ALARM_S = 0.05  # once past the limit, raise again this often, in case code catches it
@@ -111,7 +110,7 @@ def _alarm_available() -> bool:
 # --------------------------------------------------------------------------- exceptions
 
 
-def _raised_message(err: BaseException, reference: Callable) -> str:
+def _raised_message(err: BaseException, signature: str) -> str:
     """Exception type, message and where in the student's code it was raised."""
     message = f"your function raised {_exception_line(err)}"
     frame = _student_frame(err)
@@ -120,7 +119,7 @@ def _raised_message(err: BaseException, reference: Callable) -> str:
         code = (frame.line or "").strip()
         return f"{message}\n    {where}: `{code}`" if code else f"{message}\n    {where}"
     if isinstance(err, TypeError):
-        return f"{message}. Check that your function takes the arguments {_signature(reference)}."
+        return f"{message}. Check that your function takes the arguments {signature}."
     return message
 
 
@@ -174,10 +173,12 @@ def _is_library_file(filename: str, library: tuple[str, ...]) -> bool:
 
 
 def _first_mutation(
-    pristine: tuple[tuple, dict], used: tuple[tuple, dict], reference: Callable
+    pristine: tuple[tuple, dict], used: tuple[tuple, dict], names: list[str]
 ) -> str | None:
-    """Name of the first argument whose contents the student's call changed, quoted."""
-    names = _positional_names(reference)
+    """Name of the first argument whose contents the student's call changed, quoted.
+
+    ``names`` are the positional parameter names of the exercise's function.
+    """
     (old_args, old_kwargs), (new_args, new_kwargs) = pristine, used
     labelled = [
         (names[i] if i < len(names) else None, i, old, new)

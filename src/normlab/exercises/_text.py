@@ -10,14 +10,13 @@ import html
 import inspect
 import re
 import reprlib
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from normlab.exercises._outputs import _NUMERIC_KINDS, _is_tensor, _Opaque
 
-if TYPE_CHECKING:
-    from normlab.exercises.checker import Case
+from normlab.exercises._spec import Case
 
 
 # --------------------------------------------------------------------------- cases and outputs

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from normlab import functional as F
-from normlab.exercises.checker import Case, Exercise, Mistake, make_checker
+from normlab.exercises._spec import Case, Exercise, Mistake
+from normlab.exercises.checker import make_checker
 
 EPS = 1e-5
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.exercises.checker import Case, Exercise, Mistake, make_checker
+from normlab.exercises._spec import Case, Exercise, Mistake
+from normlab.exercises.checker import make_checker
 from normlab.experiments.ics import weighted_line_fit as _weighted_line
 
 

@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from normlab.exercises.checker import Case, Exercise, Mistake, make_checker
+from normlab.exercises._spec import Case, Exercise, Mistake
+from normlab.exercises.checker import make_checker
 
 __all__ = ["he_std", "mean_field_step", "predicted_variance", "residual_stream_variance"]
 

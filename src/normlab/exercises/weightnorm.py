@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from normlab.exercises.checker import Case, Exercise, Mistake, make_checker
+from normlab.exercises._spec import Case, Exercise, Mistake
+from normlab.exercises.checker import make_checker
 
 __all__ = ["data_dependent_init", "predict_norm", "weight_norm_grads"]
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from normlab import quadratic
-from normlab.exercises.checker import Case, Exercise, Mistake, make_checker
+from normlab.exercises._spec import Case, Exercise, Mistake
+from normlab.exercises.checker import make_checker
 
 
 def _random_spd(rng: np.random.Generator, dim: int, kappa: float) -> np.ndarray:
