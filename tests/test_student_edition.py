@@ -134,8 +134,19 @@ def test_every_stub_fails_its_checker_with_a_helpful_message(path, student_noteb
         assert not result.passed
         message = "\n".join(result.messages)
         assert "not implemented yet" in message
-        hint = getattr(module, name).exercise.hint
-        assert hint[:40] in message, "the stub's message should carry the exercise's hint"
+        returns = getattr(module, name).exercise.returns
+        assert returns[:40] in message, "the stub's message should say what to return"
+        assert not any(m.startswith("Hint") for m in result.messages), "a stub is not an attempt"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_derivation_exercise_gets_an_answer_cell(path, student_notebooks) -> None:
+    nb = nbformat.read(path, as_version=4)
+    derivations = [r for r in solution_regions(nb, path.stem)
+                   if not any(c.cell_type == "code" for c in nb.cells[r.start:r.end + 1])]
+    answers = [c for c in student_notebooks[path.stem].cells if "answer" in _tags(c)]
+    assert len(answers) == len(derivations)
+    assert all(c.cell_type == "markdown" and "Your answer" in _source(c) for c in answers)
 
 
 def _notebook(*cells):

@@ -4,7 +4,7 @@
 
 - ``_build/student/notebooks/chapters/*.ipynb``: every chapter notebook with each gated
   solution (``solution-start`` … ``solution-end``) removed; a solution's code cell becomes a
-  stub whose functions raise ``NotImplementedError`` with the checker's hint, and the
+  stub whose functions raise ``NotImplementedError`` saying what to return (not how), and the
   ``check`` cells stay, so the student runs them against their own code. The notebook's
   metadata lists the checks it expects (``normbook.checks``), which :mod:`normlab.grading`
   reads even when a student deletes cells.
@@ -109,18 +109,18 @@ def expected_checks(nb: NotebookNode) -> list[str]:
     return names
 
 
-def _checker_hints(nb: NotebookNode) -> dict[str, str]:
-    """Checker name → its exercise's hint, for the chapter's exercise module."""
+def _checker_returns(nb: NotebookNode) -> dict[str, str]:
+    """Checker name → what its exercise's function returns (the stub's text: what, never how)."""
     modules = {m for cell in nb.cells for m in _CHECK_IMPORT.findall(_source(cell))}
-    hints = {}
+    returns = {}
     for module_name in modules:
         module = importlib.import_module(f"normlab.exercises.{module_name}")
         for name in expected_checks(nb):
             checker = getattr(module, name, None)
             exercise = getattr(checker, "exercise", None)
             if exercise is not None:
-                hints[name] = exercise.hint
-    return hints
+                returns[name] = exercise.returns
+    return returns
 
 
 def _exercise_titles(nb: NotebookNode) -> dict[str, str]:
@@ -128,11 +128,12 @@ def _exercise_titles(nb: NotebookNode) -> dict[str, str]:
             for title, label in _EXERCISE.findall(_source(cell))}
 
 
-def stub_source(source: str, title: str, hints: dict[str, str]) -> str:
+def stub_source(source: str, title: str, returns: dict[str, str]) -> str:
     """A stub for one solution cell: its functions' signatures with a body that raises.
 
     Each top-level ``def`` keeps its name, arguments and docstring; its body becomes
-    ``raise NotImplementedError("<name>: ... Hint: ...")`` with the checker's hint.
+    ``raise NotImplementedError("<name>: not written yet ... <what it returns>")``: what to
+    return, not how (the hints come from the check, one tier per failed attempt).
     Everything else in the cell (imports, demonstrations) is dropped. A cell without a
     function becomes a single ``raise`` that names the exercise.
     """
@@ -143,10 +144,10 @@ def stub_source(source: str, title: str, hints: dict[str, str]) -> str:
                 f"raise NotImplementedError({message!r})\n")
     stubs = []
     for function in functions:
-        hint = hints.get(function.name, "")
+        what = returns.get(function.name, "")
         message = f"{function.name}: not written yet (exercise \"{title}\")."
-        if hint:
-            message += f" Hint: {hint}"
+        if what:
+            message += f" {what}"
         body: list[ast.stmt] = []
         docstring = ast.get_docstring(function, clean=False)
         if docstring is not None:
@@ -167,7 +168,7 @@ def student_notebook(nb: NotebookNode, chapter: str, keep_outputs: bool = False)
     stubs and the checks, which would show the reference solution's verdicts.
     """
     regions = solution_regions(nb, chapter)
-    hints, titles = _checker_hints(nb), _exercise_titles(nb)
+    returns, titles = _checker_returns(nb), _exercise_titles(nb)
     region_at = {r.start: r for r in regions}
     cells, index = [], 0
     while index < len(nb.cells):
@@ -179,12 +180,15 @@ def student_notebook(nb: NotebookNode, chapter: str, keep_outputs: bool = False)
             cells.append(cell)
             index += 1
             continue
-        for cell in nb.cells[region.start:region.end + 1]:
+        title = titles.get(region.label, region.label)
+        region_cells = nb.cells[region.start:region.end + 1]
+        for cell in region_cells:
             if cell.cell_type == "code":
-                title = titles.get(region.label, region.label)
-                stub = nbformat.v4.new_code_cell(stub_source(_source(cell), title, hints))
+                stub = nbformat.v4.new_code_cell(stub_source(_source(cell), title, returns))
                 stub.metadata["tags"] = ["stub"]
                 cells.append(stub)
+        if not any(cell.cell_type == "code" for cell in region_cells):
+            cells.append(_answer_cell(title))
         index = region.end + 1
     student = copy.deepcopy(nb)
     student.cells = cells
@@ -192,6 +196,15 @@ def student_notebook(nb: NotebookNode, chapter: str, keep_outputs: bool = False)
         student.metadata.pop("widgets", None)
     student.metadata["normbook"] = {"chapter": chapter, "edition": "student", "checks": expected_checks(nb)}
     return student
+
+
+def _answer_cell(title: str) -> NotebookNode:
+    """A markdown cell where the student writes the answer to a derivation exercise."""
+    cell = nbformat.v4.new_markdown_cell(
+        f"**Your answer** (exercise \"{title}\"): double-click this cell and write your derivation "
+        "here; `$...$` and `$$...$$` typeset mathematics.")
+    cell.metadata["tags"] = ["answer"]
+    return cell
 
 
 def _chapter_notebooks(root: Path) -> list[Path]:

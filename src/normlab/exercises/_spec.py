@@ -110,10 +110,31 @@ class Exercise:
         return self.hint  # type: ignore[return-value]
 
     def tolerance_text(self) -> str:
-        """The comparison the check makes, in words, for the statement and the messages."""
+        """The comparison the check makes, as the statement must print it.
+
+        ``"relative tolerance 1e-6, absolute tolerance 1e-8"``; exercises with their own
+        ``compare`` describe it in their statement instead and return ``""`` here.
+        """
         if self.compare is not None:
-            return "compared by the exercise's own rule"
-        return f"relative tolerance {self.rtol:g}, absolute tolerance {self.atol:g}"
+            return ""
+        return f"relative tolerance {_short_number(self.rtol)}, absolute tolerance {_short_number(self.atol)}"
+
+    def signature_text(self) -> str:
+        """``name(arg, arg, ...)`` with the reference's parameter names, as the statement must print it."""
+        try:
+            names = list(inspect.signature(self.reference).parameters)
+        except (TypeError, ValueError):
+            names = []
+        return f"{self.name}({', '.join(names)})"
+
+
+def _short_number(x: float) -> str:
+    """1e-06 → "1e-6", 0.5 → "0.5", 0 → "0": numbers as a statement prints them."""
+    if x == 0 or 1e-3 <= abs(x) < 1e4:
+        return f"{x:g}"
+    mantissa, exponent = f"{x:.1e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def _eps_ignored(reference: Callable, eps_argument: str, name: str) -> Mistake:
