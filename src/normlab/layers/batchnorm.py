@@ -22,6 +22,7 @@ Chapter "BatchNorm: algebra, backpropagation, train vs inference".
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -34,10 +35,14 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormFunction"]
 
 
 def _channel_view(vector: Tensor, ndim: int) -> Tensor:
-    """A (C,) vector viewed as (1, C, 1, ...) so it broadcasts against an ndim-D input."""
-    return vector.view((1, -1) + (1,) * (ndim - 2))
+    """A (C,) vector viewed as (C, 1, ...) so it broadcasts along dimension 1 of an ndim-D input.
+
+    For (N, C) input the vector broadcasts as it is, and no view (one op fewer) is made.
+    """
+    return vector if ndim == 2 else vector.view((-1,) + (1,) * (ndim - 2))
 
 
+@functools.cache
 def _reduction_dims(ndim: int) -> tuple[int, ...]:
     """The axes batch statistics pool over: the batch axis and every spatial axis."""
     return (0,) + tuple(range(2, ndim))
@@ -52,10 +57,9 @@ def _addcmul_per_channel(shift: Tensor, input: Tensor, scale: Tensor, out: Tenso
     do it instead.
     """
     ndim = input.dim()
-    shift, scale = _channel_view(shift, ndim), _channel_view(scale, ndim)
     if ndim == 2:
         return torch.addcmul(shift, input, scale, out=out)
-    return torch.mul(input, scale, out=out).add_(shift)
+    return torch.mul(input, _channel_view(scale, ndim), out=out).add_(_channel_view(shift, ndim))
 
 
 def refuse_second_derivatives(function: str, oracle: str, input_needs_grad: bool) -> None:
@@ -105,7 +109,8 @@ class BatchNormFunction(torch.autograd.Function):
     def forward(
         ctx: Any, input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
     ) -> tuple[Tensor, Tensor, Tensor]:
-        ndim, dims = input.dim(), _reduction_dims(input.dim())
+        ndim = input.dim()
+        dims = _reduction_dims(ndim)
         mean = input.mean(dims)  # (1)
         xhat = input - _channel_view(mean, ndim)  # x − mu; becomes xhat below
         output = torch.mul(xhat, xhat)  # (x − mu)², in the buffer that will hold y
@@ -121,8 +126,6 @@ class BatchNormFunction(torch.autograd.Function):
         else:
             output.copy_(xhat)  # a copy, so an in-place op on y cannot change the saved xhat
         ctx.save_for_backward(xhat, invstd, weight)
-        ctx.dims = dims
-        ctx.m = input.numel() // max(input.shape[1], 1)  # values per channel
         ctx.mark_non_differentiable(mean, var)
         ctx.set_materialize_grads(False)
         return output, mean, var
@@ -134,22 +137,24 @@ class BatchNormFunction(torch.autograd.Function):
         if grad_output is None:
             return None, None, None, None
         xhat, invstd, weight = ctx.saved_tensors
-        ndim, dims, m = xhat.dim(), ctx.dims, ctx.m
+        ndim = xhat.dim()
+        dims = _reduction_dims(ndim)
         need_input, need_weight, need_bias, _ = ctx.needs_input_grad
         refuse_second_derivatives("normlab's BatchNorm", "torch.nn.BatchNorm1d/2d", need_input)
         grad_bias = grad_output.sum(dims)  # Σ dy                                  (6)
-        grad_input = torch.mul(grad_output, xhat)  # dy·xhat, in the buffer that will hold dx
-        grad_weight = grad_input.sum(dims)  # Σ dy·xhat                            (6)
+        dy_xhat = torch.mul(grad_output, xhat)  # dy·xhat, in the buffer that will hold dx
+        grad_weight = dy_xhat.sum(dims)  # Σ dy·xhat                               (6)
+        grad_input = None
         if need_input:
+            inv_m = 1.0 / max(xhat.numel() // max(xhat.shape[1], 1), 1)  # 1/m, m values per channel (dx is
+            # empty when m = 0)
+            # (5) in three passes over the dx buffer:
+            #   dy − xhat·mean(dy·xhat),  − mean(dy),  · γ/σ
+            grad_input = torch.addcmul(grad_output, xhat, _channel_view(grad_weight, ndim), value=-inv_m,
+                                       out=dy_xhat)
+            grad_input.sub_(_channel_view(grad_bias, ndim), alpha=inv_m)
             scale = invstd if weight is None else weight * invstd  # γ/σ
-            # (5) as  dx = [−γ/σ·mean(dy)] + xhat·[−γ/σ·mean(dy·xhat)] + γ/σ·dy,
-            # written in place over the dx buffer:
-            minus_scale_over_m = scale / -m
-            _addcmul_per_channel(minus_scale_over_m * grad_bias, xhat, minus_scale_over_m * grad_weight,
-                                 out=grad_input)
-            grad_input.addcmul_(grad_output, _channel_view(scale, ndim))
-        else:
-            grad_input = None
+            grad_input.mul_(_channel_view(scale, ndim))
         return (
             grad_input,
             grad_weight if need_weight else None,
@@ -260,20 +265,25 @@ class _BatchNorm(nn.Module):
             shift = shift + self.bias
         return _addcmul_per_channel(shift, input, scale)
 
-    @torch.no_grad()
     def _update_running_stats(self, input: Tensor, mean: Tensor, var: Tensor) -> None:
-        """Move the running estimates towards the batch mean and unbiased batch variance."""
+        """Move the running estimates towards the batch mean and unbiased batch variance.
+
+        No ``torch.no_grad()`` needed: the buffers do not require gradients, and ``mean`` and
+        ``var`` are non-differentiable outputs of :class:`BatchNormFunction`.
+        """
         empty = input.numel() == 0  # an empty batch counts, but carries no statistics (as torch)
         # var = mean((x − mean)²) is NaN or Inf whenever the input or the mean is; one sum and
-        # one sync test it, and the per-channel test runs only if that sum is not finite.
+        # one sync (a read of one number, not a pass over the input) test it, and the
+        # per-channel test runs only if that sum is not finite.
         if not empty and not math.isfinite(var.sum().item()) and not bool(torch.isfinite(var).all()):
             self._raise_non_finite(input)
-        if self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
+        num_batches_tracked = self.num_batches_tracked  # a buffer: one module lookup, not three
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
         if empty:
             return
         if self.momentum is None:  # cumulative moving average
-            factor = 1.0 / float(self.num_batches_tracked)
+            factor = 1.0 / float(num_batches_tracked)
         else:  # exponential moving average
             factor = self.momentum
         m = input.numel() // input.shape[1]
