@@ -4,6 +4,7 @@
 #   make student      the student edition: notebooks with stubs, and a site without solutions
 #   make grade SUBMISSIONS=dir   grade submitted notebooks (prints a table, writes grades.csv)
 #   make pdf          the book as one PDF (Chromium prints each page of the built site)
+#   make nbgrader     the exercises as an nbgrader course in _build/nbgrader
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -19,7 +20,7 @@ export NORMLAB_STRICT_CHECKS := 1
 # One BLAS thread per process: the build and pytest-xdist already use both cores.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help env book student grade pdf test clean system-python system-book system-browser
+.PHONY: help env book student grade nbgrader nbgrader-env pdf test clean system-python system-book system-browser
 
 help:
 	@echo "make book   build the site into _build/html (creates .venv if missing)"
@@ -27,6 +28,7 @@ help:
 	@echo "make student  student notebooks and site in _build/student (builds the book first)"
 	@echo "make grade SUBMISSIONS=folder  grade submitted notebooks into grades.csv"
 	@echo "make pdf    the book as one PDF, _build/pdf/normbook.pdf (printed by Chromium)"
+	@echo "make nbgrader  the coding exercises as an nbgrader course in _build/nbgrader"
 	@echo "make clean  remove _build"
 
 env: $(INSTALLED)
@@ -74,7 +76,28 @@ SUBMISSIONS ?= submissions
 grade: $(INSTALLED)
 	env -u NORMLAB_STRICT_CHECKS $(BIN)/python -m normlab.grading $(SUBMISSIONS) --csv grades.csv
 
-test: system-browser book student
+# nbgrader lives in its own virtual environment: it pulls JupyterLab 4 and newer Jupyter packages
+# than the book's pins. Its kernels import the book's science stack (torch, numpy, normlab) from
+# .venv through a .pth file placed after its own packages, so nothing is installed twice and
+# nbgrader's versions win wherever both have a package. ipykernel is pinned as in requirements.txt.
+NBGRADER_VENV := .venv-nbgrader
+NBGRADER_INSTALLED := $(NBGRADER_VENV)/.installed
+NBGRADER_VERSION := 0.9.6
+nbgrader-env: $(NBGRADER_INSTALLED)
+$(NBGRADER_INSTALLED): $(INSTALLED)
+	$(PYTHON) -m venv $(NBGRADER_VENV)
+	$(NBGRADER_VENV)/bin/python -m pip install --quiet nbgrader==$(NBGRADER_VERSION) ipykernel==6.30.1 2>&1 \
+	  | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+	book=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	own=$$($(NBGRADER_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	echo "import site; site.addsitedir('$$book')" > "$$own/normbook-science.pth"
+	$(NBGRADER_VENV)/bin/python -c "import nbgrader, normlab, torch"
+	touch $@
+
+nbgrader: $(INSTALLED)
+	$(BIN)/python -m normlab.nbgrader_course --out _build/nbgrader
+
+test: system-browser book student nbgrader-env
 	$(BIN)/python -m pytest -n 2 --dist loadfile \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
 	  tests chapters
