@@ -243,3 +243,12 @@ def test_a_pickled_function_is_checked_on_other_cases_without_loading_it_here():
 def test_bytes_that_are_not_a_function_are_reported_not_raised():
     result = check_pickled(BN, b"not a pickle", seed=1)
     assert result.status == "crashed" and "could not be loaded" in message_of(result)
+
+
+def test_a_forbidden_class_without_forward_is_refused_through_any_of_its_methods():
+    from sklearn.preprocessing import StandardScaler
+
+    scale = Exercise("scale", lambda x: (x - x.mean(0)) / x.std(0), lambda rng: [Case((rng.normal(size=(6, 2)),))],
+                     forbidden=("sklearn.preprocessing.StandardScaler",))
+    result = run_check(scale, lambda x: StandardScaler().fit_transform(x))
+    assert "you called `sklearn.preprocessing.StandardScaler`" in message_of(result)

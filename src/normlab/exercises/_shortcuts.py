@@ -6,7 +6,8 @@ the student's function runs, a profile hook (``sys.setprofile``) watches every c
 call to one of those functions, however the student reached it (an alias, ``from ... import``,
 a ``torch.nn`` module whose ``forward`` calls it), raises :class:`ShortcutUsed` at the call
 and is recorded by name. Python functions are recognized by their code object, compiled
-ones (``torch.batch_norm``) by identity, classes by their ``forward``.
+ones (``torch.batch_norm``) by identity, torch modules by their ``forward`` and other
+classes (``sklearn.preprocessing.StandardScaler``) by every method they define.
 
 Runs in the child process of :mod:`normlab.exercises._child`, for
 :mod:`normlab.exercises.checker`.
@@ -56,10 +57,12 @@ class ShortcutGuard:
                 continue
 
     def _forbid(self, obj: Any, name: str) -> None:
-        if isinstance(obj, type):
+        if isinstance(obj, type):  # a module: its forward; any other class: every method it defines
             forward = getattr(obj, "forward", None)
-            if forward is not None:
-                self._forbid(forward, name)
+            methods = [forward] if forward is not None else [
+                v for k, v in vars(obj).items() if callable(v) and not (k.startswith("__") and k != "__call__")]
+            for method in methods:
+                self._forbid(method, name)
             return
         code = getattr(obj, "__code__", None)
         if code is None and hasattr(obj, "__wrapped__"):
