@@ -252,3 +252,11 @@ def test_a_forbidden_class_without_forward_is_refused_through_any_of_its_methods
                      forbidden=("sklearn.preprocessing.StandardScaler",))
     result = run_check(scale, lambda x: StandardScaler().fit_transform(x))
     assert "you called `sklearn.preprocessing.StandardScaler`" in message_of(result)
+
+
+def test_a_forbidden_decorated_function_is_recognised_by_its_own_code_not_its_wrapper():
+    from normlab.exercises._shortcuts import ShortcutGuard
+
+    guard = ShortcutGuard(("normlab.layers.data_dependent_init_",))
+    assert len(guard._codes) == 1
+    assert all(code.co_name == "data_dependent_init_" for code in guard._codes)

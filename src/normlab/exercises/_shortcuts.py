@@ -16,6 +16,7 @@ Runs in the child process of :mod:`normlab.exercises._child`, for
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from typing import Any
 
@@ -64,9 +65,11 @@ class ShortcutGuard:
             for method in methods:
                 self._forbid(method, name)
             return
+        try:  # a decorated function: its own code, not the decorator's wrapper that many functions share
+            obj = inspect.unwrap(obj)
+        except ValueError:
+            pass
         code = getattr(obj, "__code__", None)
-        if code is None and hasattr(obj, "__wrapped__"):
-            code = getattr(obj.__wrapped__, "__code__", None)
         if code is not None:
             self._codes[code] = name
         else:
