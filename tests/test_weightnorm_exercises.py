@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import math
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -207,7 +209,7 @@ DDI_WRONG = {
     "bias sign": (lambda v, x: (_ddi(v, x)[0], -_ddi(v, x)[1]), "wrong sign"),
     "g = sigma": (lambda v, x: (1 / _ddi(v, x)[0], _ddi(v, x)[1]), "Your g is σ[t]"),
     "swapped outputs": (lambda v, x: _ddi(v, x)[::-1], "wrong order: you returned (b, g)"),
-    "normlab": (_ddi_normlab, "you called `normlab.layers.WeightNormLinear`"),
+    "normlab": (_ddi_normlab, "you called `normlab.layers.data_dependent_init_`"),
     "torch parametrization": (_ddi_torch_parametrization,
                               "you called `torch.nn.utils.parametrizations.weight_norm`"),
 }
@@ -295,9 +297,11 @@ def test_every_forbidden_function_is_recognized_by_its_own_code(exercise):
     shares one code object with every function it decorates, and would refuse all of them."""
     for name in exercise.forbidden:
         obj = resolve(name)
-        code = getattr(getattr(obj, "forward", None) if isinstance(obj, type) else obj, "__code__", None)
+        is_class = isinstance(obj, type)
+        obj = getattr(obj, "forward", None) if is_class else inspect.unwrap(obj)
+        code = getattr(obj, "__code__", None)
         if code is not None:
-            expected = "forward" if isinstance(obj, type) else name.rsplit(".", 1)[1]
+            expected = "forward" if is_class else name.rsplit(".", 1)[1]
             assert code.co_name == expected, f"{exercise.name}: {name} is a wrapper ({code.co_name})"
 
 

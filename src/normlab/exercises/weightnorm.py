@@ -184,7 +184,7 @@ data_dependent_init = make_checker(Exercise(
           "Compute each unit's pre-activation on every example of the batch with the unit direction of its "
           "row of v, take its mean and its biased (1/N) standard deviation over the batch, and choose g and b "
           "so that g·t + b is standardized."),
-    forbidden=_WEIGHT_NORM,
+    forbidden=_WEIGHT_NORM + ("normlab.layers.data_dependent_init_", "normlab.layers.data_dependent_init_network_"),
     output_names=("g", "b"),
     mistakes=(
         Mistake("unbiased std", _ddi_variant("unbiased"),
