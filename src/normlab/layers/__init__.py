@@ -15,6 +15,7 @@
 """
 
 from normlab.layers.batchnorm import BatchNorm1d, BatchNorm2d, BatchNormFunction
+from normlab.layers.dynamic_tanh import DynamicTanh
 from normlab.layers.layernorm import (
     GroupNorm,
     GroupNormFunction,
@@ -41,6 +42,7 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNormFunction",
+    "DynamicTanh",
     "GroupNorm",
     "GroupNormFunction",
     "InstanceNorm1d",
