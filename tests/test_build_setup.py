@@ -46,24 +46,31 @@ def test_notebooks_are_committed_without_outputs():
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
 
 
+def book_colab_setup() -> str:
+    from normlab.book import colab_setup
+    from normlab.site import repository_url
+
+    return colab_setup(repository_url(ROOT / "_config.yml"))
+
+
 def test_every_chapter_notebook_starts_with_the_hidden_colab_setup_cell():
     import nbformat
 
-    from normlab.book import COLAB_SETUP
-
+    expected = book_colab_setup()
     for path in sorted((ROOT / "chapters").glob("*.ipynb")):
         first = nbformat.read(path, as_version=4).cells[0]
-        assert first.source == COLAB_SETUP, f"{path.name}: run tools/colab-cell {path.relative_to(ROOT)}"
+        assert first.source == expected, (
+            f"{path.name}: its Colab setup cell differs from the one _config.yml's repository.url gives: "
+            f"run .venv/bin/python tools/colab-cell {path.relative_to(ROOT)}")
         assert first.metadata.get("tags") == ["remove-cell"], f"{path.name}: the setup cell must be hidden"
 
 
-def test_colab_setup_cell_installs_only_inside_colab(monkeypatch):
+def test_colab_setup_cell_installs_only_inside_colab_from_the_configured_repository(monkeypatch):
+    import yaml
     from IPython.core.inputtransformer2 import TransformerManager
 
-    from normlab.book import COLAB_SETUP
-
     calls = []
-    python = TransformerManager().transform_cell(COLAB_SETUP)
+    python = TransformerManager().transform_cell(book_colab_setup())
     namespace = {"get_ipython": lambda: type("Shell", (), {"system": lambda self, cmd: calls.append(cmd)})()}
     exec(python, namespace)
     assert calls == []
@@ -72,7 +79,32 @@ def test_colab_setup_cell_installs_only_inside_colab(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     exec(python, namespace)
-    assert len(calls) == 1 and "pip install" in calls[0] and "git+https://github.com/" in calls[0]
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    assert len(calls) == 1 and "pip install" in calls[0] and f"git+{url.rstrip('/')}\"" in calls[0]
+
+
+def test_the_repository_url_is_set_in_one_place_and_a_fork_changes_the_colab_cell(tmp_path):
+    import pytest
+
+    from normlab.book import colab_setup
+    from normlab.site import repository_url
+
+    fork = colab_setup("https://github.com/alice/normbook.git")
+    assert '"normlab[data] @ git+https://github.com/alice/normbook"' in fork and "normbook/normbook" not in fork
+    for bad in ("", "github.com/alice/normbook", 'https://github.com/a/b" && rm -rf ~ "'):
+        with pytest.raises(ValueError, match="repository.url"):
+            colab_setup(bad)
+    config = tmp_path / "_config.yml"
+    config.write_text("title: x\n")
+    with pytest.raises(ValueError, match="set repository.url"):
+        repository_url(config)
+    # Nothing else in the sources names the repository: _config.yml is the one place to change for a fork.
+    url = repository_url(ROOT / "_config.yml").removeprefix("https://")
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    naming = [name for name in tracked.split()
+              if not name.endswith(".ipynb") and name != "_config.yml" and (ROOT / name).is_file()
+              and url in (ROOT / name).read_text(errors="ignore")]
+    assert naming == [], f"files that spell out the repository URL instead of reading _config.yml: {naming}"
 
 
 def test_site_javascript_is_served_by_the_site_itself():

@@ -110,10 +110,19 @@ def test_citations_resolve_to_bibliography_entries():
 
 
 @pytest.mark.parametrize("page", notebook_pages())
-def test_notebook_page_has_binder_and_colab_launch_links(page):
+def test_notebook_page_launches_this_notebook_from_the_configured_repository(page):
+    """Binder, Colab and the repository button all take _config.yml's repository.url (and branch)."""
+    import yaml
+
+    repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    url, branch = repository["url"].rstrip("/"), repository.get("branch", "main")
+    owner_name = url.removeprefix("https://github.com/")
     _, tags = parse(page)
-    assert any("mybinder.org" in h for h in tags.links)
-    assert any("colab.research.google.com" in h for h in tags.links)
+    binder = [h for h in tags.links if "mybinder.org" in h]
+    colab = [h for h in tags.links if "colab.research.google.com" in h]
+    assert binder and all(f"/v2/gh/{owner_name}/{branch}?" in h for h in binder), binder
+    assert colab and all(h.endswith(f"/github/{owner_name}/blob/{branch}/{page}.ipynb") for h in colab), colab
+    assert url in tags.links, "the repository button should point to repository.url"
 
 
 @pytest.mark.parametrize("page", [p for p in notebook_pages() if "/0" in p])

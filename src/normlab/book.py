@@ -8,6 +8,7 @@ plain-text repr, and NumPy 2 writes ``np.float64(0.5)`` there, which it cannot p
 from __future__ import annotations
 
 import numbers
+import re
 
 import numpy as np
 
@@ -32,11 +33,23 @@ def glue(name: str, value) -> None:
     myst_glue(name, as_python_number(value), display=False)
 
 
-#: The first cell of every chapter notebook (tagged ``remove-cell``, so the site does not show it).
-#: In Colab it installs normlab from the book's repository; anywhere else it does nothing.
-#: ``tools/colab-cell`` writes it into the notebooks; tests/test_build_setup.py checks it is there.
-COLAB_SETUP = '''\
+_COLAB_SETUP = '''\
 # In Colab, install normlab (the package behind this book); elsewhere this cell does nothing.
 import sys
 if "google.colab" in sys.modules:
-    !pip install --quiet "normlab[data] @ git+https://github.com/normbook/normbook"'''
+    !pip install --quiet "normlab[data] @ git+{url}"'''
+
+
+def colab_setup(repository_url: str) -> str:
+    """The first cell of every chapter notebook, which installs normlab from ``repository_url``.
+
+    The cell is tagged ``remove-cell`` (the site does not show it). In Colab it installs normlab from the
+    book's repository; anywhere else it does nothing. The URL is ``_config.yml``'s ``repository.url``
+    (:func:`normlab.site.repository_url`), the one the launch buttons use: ``tools/colab-cell`` writes the
+    cell into the notebooks and tests/test_build_setup.py checks that they hold it.
+    """
+    url = repository_url.strip().rstrip("/").removesuffix(".git")
+    if not re.fullmatch(r"https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~-]+)+", url):
+        raise ValueError(f"repository URL {repository_url!r}: expected https://host/owner/name "
+                         "(_config.yml, repository.url)")
+    return _COLAB_SETUP.format(url=url)
