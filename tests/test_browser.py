@@ -5,13 +5,17 @@ that leaves localhost is blocked and counts as a failure (the site must render o
 MathJax and the widget scripts are served from `_vendor/`). For each page: it loads, the
 math is typeset (no raw TeX), every image loads, widget demos render from their saved
 state, the internal links of every page answer 200, notebook pages carry Binder and Colab links, and the
-console shows no error beyond ``CONSOLE_ALLOWLIST``.
+console shows no error beyond ``CONSOLE_ALLOWLIST``. At a desktop's and a phone's width, nothing wide
+(math, code, tables, outputs) is cut off: it fits or scrolls in its own box, and the page itself never
+scrolls sideways. The site's search finds a term, and every download button gives a file.
 
-Needs Chromium at /usr/bin/chromium (`apt-get install chromium`; `.ci/run` installs it).
+Needs Chromium at /usr/bin/chromium (`make test` installs it with apt-get when missing).
+A partial build can be checked with NORMBOOK_TOC=/tmp/toc.yml NORMBOOK_SITE=/tmp/b/_build/html.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -22,7 +26,8 @@ import pytest
 from normlab.site import CHROMIUM_FLAGS, serve_directory, toc_documents
 
 ROOT = Path(__file__).resolve().parents[1]
-SITE = ROOT / "_build" / "html"
+SITE = Path(os.environ.get("NORMBOOK_SITE", ROOT / "_build" / "html"))
+TOC = Path(os.environ.get("NORMBOOK_TOC", ROOT / "_toc.yml"))
 
 #: Console messages that are not faults of the site, each with the reason it is allowed.
 CONSOLE_ALLOWLIST: dict[str, str] = {
@@ -32,7 +37,7 @@ CONSOLE_ALLOWLIST: dict[str, str] = {
 
 
 def _pages() -> list[str]:
-    return toc_documents(ROOT / "_toc.yml")
+    return toc_documents(TOC)
 
 
 def _notebook_pages() -> set[str]:
@@ -51,7 +56,7 @@ def server():
 def browser():
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
-        pytest.fail("Chromium is not installed: `apt-get install chromium` (.ci/run does it)")
+        pytest.fail("Chromium is not installed: `apt-get install chromium` (make test does it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -63,7 +68,7 @@ def browser():
 @pytest.fixture()
 def visit(server, browser, tmp_path):
     """Open a page with the network cut off; return (page, external requests, console errors)."""
-    context = browser.new_context()
+    context = browser.new_context(viewport={"width": WIDTHS["desktop"], "height": 800})
     external: list[str] = []
     errors: list[str] = []
 
@@ -90,9 +95,88 @@ def visit(server, browser, tmp_path):
     context.close()
 
 
+#: The widths at which every page must fit: a laptop's browser window and a phone's screen (CSS pixels).
+WIDTHS = {"desktop": 1280, "phone": 390}
+
+#: What can be wider than the text column. Each must fit or scroll in a box of its own, never be cut off.
+WIDE_CONTENT = "mjx-container, div.math, pre, div.highlight, table, div.cell_output > div.output, img"
+
+#: For each element of a selector that is displayed: why it is cut off (no reader can see all of it), if it is.
+#: An element is cut off when its own overflow-x hides content wider than it, or when its box (with any
+#: content spilling out of it) reaches past an ancestor whose overflow-x hides; an ancestor that scrolls
+#: makes everything inside reachable, and the check goes on with that ancestor's box.
+CUT_OFF_JS = r"""
+(selector) => {
+  const scrolls = el => /auto|scroll/.test(getComputedStyle(el).overflowX);
+  const hides = el => /hidden|clip/.test(getComputedStyle(el).overflowX);
+  const describe = el => el.tagName.toLowerCase() + [...el.classList].slice(0, 3).map(c => '.' + c).join('');
+  const found = [];
+  for (const el of document.querySelectorAll(selector)) {
+    if (!el.getClientRects().length) continue;  // not displayed
+    const box = el.getBoundingClientRect();
+    let left = box.left, right = box.right, problem = null;
+    if (!scrolls(el) && el.scrollWidth > el.clientWidth + 1) {
+      if (hides(el)) problem = `its overflow hides ${el.scrollWidth - el.clientWidth} px`;
+      else right = Math.max(right, box.left + el.scrollWidth);
+    }
+    for (let a = el.parentElement; !problem && a && a !== document.body; a = a.parentElement) {
+      const outer = a.getBoundingClientRect();
+      const past = Math.max(right - outer.right, outer.left - left);
+      if (hides(a) && past > 1) problem = `${Math.round(past)} px cut off by ${describe(a)}`;
+      else if (scrolls(a)) { left = outer.left; right = outer.right; }
+    }
+    if (problem) found.push(`${describe(el)} "${el.textContent.trim().slice(0, 50)}": ${problem}`);
+  }
+  return found;
+}
+"""
+
+#: The outermost elements that stick out past the right edge of the window (why the page scrolls sideways);
+#: what lies inside a box that scrolls or clips cannot widen the page.
+PAST_THE_WINDOW_JS = r"""
+() => {
+  const contained = el => /auto|scroll|hidden|clip/.test(getComputedStyle(el).overflowX);
+  const found = [];
+  const walk = el => {
+    for (const child of el.children) {
+      if (!child.getClientRects().length || getComputedStyle(child).position === 'fixed') continue;
+      const right = child.getBoundingClientRect().right;
+      if (right > innerWidth + 1) found.push(child.tagName.toLowerCase()
+        + [...child.classList].slice(0, 3).map(c => '.' + c).join('')
+        + ` "${child.textContent.trim().slice(0, 40)}" (right edge ${Math.round(right)} px)`);
+      else if (!contained(child)) walk(child);
+    }
+  };
+  walk(document.body);
+  return found;
+}
+"""
+
+
+#: Unfold what the page folds (hidden code, solutions, dropdowns): folded content must fit once opened too.
+UNFOLD_JS = r"""
+() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  document.querySelectorAll('.toggle-hidden').forEach(el => el.classList.remove('toggle-hidden'));
+}
+"""
+
+
 def _wait_for_math(page) -> None:
     page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.document", timeout=20_000)
     page.evaluate("() => MathJax.startup.promise")
+
+
+def _wait_for_widgets(page) -> int:
+    """Wait until the embedded manager has drawn every saved widget view; return how many there are."""
+    views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
+    if views:
+        page.wait_for_selector(".widget-subarea .jupyter-widgets", state="attached", timeout=20_000)
+        page.wait_for_function(
+            f"() => document.querySelectorAll('.widget-subarea').length >= {views} && "
+            "[...document.querySelectorAll('.widget-subarea')].every(a => a.querySelector('.jupyter-widgets'))",
+            timeout=20_000)
+    return views
 
 
 @pytest.mark.parametrize("name", _pages())
@@ -121,14 +205,8 @@ def test_page_renders_offline_with_math_images_and_no_console_errors(visit, name
 def test_widgets_render_from_saved_state(visit, name) -> None:
     """Every saved widget view (demos, and tqdm's progress bars) is drawn by the embedded manager."""
     page, _, _ = visit(name)
-    views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
-    if not views:
+    if not _wait_for_widgets(page):
         pytest.skip("no widget on this page")
-    page.wait_for_selector(".widget-subarea .jupyter-widgets", state="attached", timeout=20_000)
-    page.wait_for_function(
-        f"() => document.querySelectorAll('.widget-subarea').length >= {views} && "
-        "[...document.querySelectorAll('.widget-subarea')].every(a => a.querySelector('.jupyter-widgets'))",
-        timeout=20_000)
     images = page.evaluate("() => [...document.querySelectorAll('.widget-subarea img')].map(i => i.naturalWidth)")
     assert all(width > 0 for width in images), "a widget's image did not render"
     if name.endswith("01_why_normalize"):  # the figure explorer: sliders and the figure they redraw
@@ -147,3 +225,20 @@ def test_internal_links_of_every_page_answer(visit, server, name) -> None:
     if name in _notebook_pages():
         assert any("mybinder.org" in h for h in hrefs), "a notebook page needs its Binder link"
         assert any("colab.research.google.com" in h for h in hrefs), "a notebook page needs its Colab link"
+
+
+@pytest.mark.parametrize("name", _pages())
+def test_nothing_is_cut_off_and_the_page_never_scrolls_sideways(visit, name) -> None:
+    """At 1280 px and at 390 px: wide equations, code, tables and outputs scroll inside their own box."""
+    page, _, _ = visit(name)
+    if page.locator("span.math, div.math").count():
+        _wait_for_math(page)
+    _wait_for_widgets(page)
+    page.evaluate(UNFOLD_JS)
+    for device, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 800})
+        cut = page.evaluate(CUT_OFF_JS, WIDE_CONTENT)
+        assert not cut, f"at {width} px ({device}), {len(cut)} cut off: {cut[:5]}"
+        page_width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert page_width <= width, (f"at {width} px ({device}) the page is {page_width} px wide; sticking out: "
+                                     f"{page.evaluate(PAST_THE_WINDOW_JS)[:5]}")
