@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from normlab.layers._affine import register_affine, reset_affine
-from normlab.layers.batchnorm import _BatchNorm, _channel_view, refuse_second_derivatives
+from normlab.layers.batchnorm import _addcmul_per_channel, _BatchNorm, _channel_view, refuse_second_derivatives
 
 __all__ = [
     "GroupNorm",
@@ -49,31 +49,28 @@ __all__ = [
 ]
 
 
-def _sum_to(tensor: Tensor, shape: torch.Size) -> Tensor:
-    """Sum ``tensor`` over its leading dimensions down to the trailing ``shape``."""
-    return tensor.sum(tuple(range(tensor.dim() - len(shape)))) if tensor.dim() > len(shape) else tensor
+def _sum_leading(tensor: Tensor, count: int) -> Tensor:
+    """Sum ``tensor`` over its first ``count`` dimensions, into a new tensor (for none, a copy:
+    an empty ``dim`` would make ``Tensor.sum`` reduce over every dimension)."""
+    return tensor.sum(tuple(range(count))) if count else tensor.clone()
 
 
-def _normalize(grouped: Tensor, center: bool, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Equations (1)–(3) over the last dimension of ``grouped``: (xhat, mean, var, 1/σ)."""
+def _normalize(grouped: Tensor, center: bool, eps: float) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    """Equations (1)–(3) over the last dimension of ``grouped``: (xhat, mean, var, 1/σ).
+
+    ``mean`` is None when ``center`` is False (RMSNorm). The variance is ‖x − mu‖²/n, with
+    the norm from ``torch.linalg.vector_norm``: one read of x − mu and no squared copy of
+    it in memory, still two-pass (no cancellation).
+    """
     if center:
         mean = grouped.mean(-1, keepdim=True)  # (1)
-        xhat = grouped - mean
+        centred = grouped - mean  # a fresh buffer: becomes xhat in place below
     else:
-        mean = torch.zeros_like(grouped[..., :1])
-        xhat = grouped.clone()
-    var = (xhat * xhat).mean(-1, keepdim=True)  # (2), two-pass: no cancellation
+        mean, centred = None, grouped
+    var = torch.linalg.vector_norm(centred, dim=-1, keepdim=True).square_().div_(grouped.shape[-1])  # (2)
     invstd = torch.rsqrt(var + eps)
-    xhat.mul_(invstd)  # (3)
+    xhat = centred.mul_(invstd) if center else centred * invstd  # (3); never writes into the input
     return xhat, mean, var, invstd
-
-
-def _grad_input(grad_xhat: Tensor, xhat: Tensor, invstd: Tensor, center: bool) -> Tensor:
-    """Equation (5) over the last dimension, given ĝ = dy·γ in the grouped layout."""
-    grad_input = grad_xhat - xhat * (grad_xhat * xhat).mean(-1, keepdim=True)
-    if center:
-        grad_input.sub_(grad_xhat.mean(-1, keepdim=True))
-    return grad_input.mul_(invstd)
 
 
 class LayerNormFunction(torch.autograd.Function):
@@ -105,17 +102,17 @@ class LayerNormFunction(torch.autograd.Function):
         ctx: Any, input: Tensor, normalized_ndim: int, weight: Tensor | None, bias: Tensor | None,
         eps: float, center: bool,
     ) -> Tensor:
-        lead_shape = input.shape[: input.dim() - normalized_ndim]
-        grouped = input.reshape(*lead_shape, math.prod(input.shape[input.dim() - normalized_ndim:]))
+        # The normalized dimensions flattened into one (a view, and no op at all for one dimension).
+        grouped = input if normalized_ndim == 1 else input.flatten(input.dim() - normalized_ndim)
         xhat, _, _, invstd = _normalize(grouped, center, eps)
-        xhat = xhat.view(input.shape)
+        if normalized_ndim != 1:
+            xhat = xhat.view(input.shape)
         if weight is not None:
             output = xhat * weight if bias is None else torch.addcmul(bias, xhat, weight)  # (4)
         else:
             output = xhat + bias if bias is not None else xhat.clone()  # never the saved xhat
         ctx.save_for_backward(xhat, invstd, weight)
         ctx.center = center
-        ctx.has_bias = bias is not None
         ctx.set_materialize_grads(False)
         return output
 
@@ -128,17 +125,38 @@ class LayerNormFunction(torch.autograd.Function):
         refuse_second_derivatives("normlab's LayerNorm/RMSNorm", "torch.nn.LayerNorm or torch.nn.RMSNorm",
                                   need_input)
         grad_input = grad_weight = grad_bias = None
-        lead_shape = invstd.shape[:-1]
-        if need_input:
-            grad_xhat = grad_output if weight is None else grad_output * weight  # ĝ
-            grouped_shape = (*lead_shape, math.prod(xhat.shape[len(lead_shape):]))
-            grad_input = _grad_input(
-                grad_xhat.reshape(grouped_shape), xhat.reshape(grouped_shape), invstd, ctx.center
-            ).view(xhat.shape)
+        lead = invstd.dim() - 1  # the number of leading axes, those of the examples
+        dy, xh = grad_output, xhat
+        flattened = xhat.dim() != invstd.dim()  # several normalized dimensions, flattened into one
+        if flattened:
+            n = math.prod(xhat.shape[lead:])
+            dy, xh = dy.reshape(*invstd.shape[:-1], n), xh.view(*invstd.shape[:-1], n)
+        dy_xhat = dy * xh  # dy·xhat, in the buffer that will hold dx
         if need_weight:
-            grad_weight = _sum_to(grad_output * xhat, weight.shape)  # (6)
+            grad_weight = _sum_leading(dy_xhat, lead)  # Σ dy·xhat                   (6)
         if need_bias:
-            grad_bias = _sum_to(grad_output, xhat.shape[len(lead_shape):])  # (6)
+            grad_bias = _sum_leading(dy, lead)  # Σ dy                               (6)
+        if need_input:
+            inv_n = 1.0 / xh.shape[-1]  # 1/n, n values per example
+            # Σ ĝ and Σ ĝ·xhat over the normalized dimensions, ĝ = dy·γ: with γ, one
+            # matrix-vector product each (dy·γ never needs its own buffer for them).
+            if weight is None:
+                sum_g, sum_gx = dy.sum(-1, keepdim=True), dy_xhat.sum(-1, keepdim=True)
+                grad_input = dy_xhat.copy_(dy)  # ĝ = dy
+            else:
+                gamma = weight.view(-1, 1)
+                sum_g = torch.matmul(dy, gamma) if ctx.center else None
+                sum_gx = torch.matmul(dy_xhat, gamma)
+                grad_input = torch.mul(dy, gamma.view(-1), out=dy_xhat)  # ĝ
+            # (5) in place: ĝ − xhat·mean(ĝ·xhat) − mean(ĝ), then · 1/σ
+            grad_input.addcmul_(xh, sum_gx, value=-inv_n)
+            if ctx.center:
+                grad_input.sub_(sum_g, alpha=inv_n)
+            grad_input.mul_(invstd)
+        if flattened:
+            grad_input = None if grad_input is None else grad_input.view(xhat.shape)
+            grad_weight = None if grad_weight is None else grad_weight.view(weight.shape)
+            grad_bias = None if grad_bias is None else grad_bias.view(xhat.shape[lead:])
         return grad_input, None, grad_weight, grad_bias, None, None
 
 
@@ -163,20 +181,18 @@ class GroupNormFunction(torch.autograd.Function):
     def forward(
         ctx: Any, input: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
     ) -> tuple[Tensor, Tensor, Tensor]:
-        ndim = input.dim()
         grouped = input.reshape(input.shape[0], num_groups, math.prod(input.shape[1:]) // num_groups)
         xhat, mean, var, invstd = _normalize(grouped, True, eps)
         xhat = xhat.view(input.shape)
         if weight is not None and bias is not None:
-            output = torch.addcmul(_channel_view(bias, ndim), xhat, _channel_view(weight, ndim))  # (4)
+            output = _addcmul_per_channel(bias, xhat, weight)  # (4)
         elif weight is not None:
-            output = xhat * _channel_view(weight, ndim)
+            output = xhat * _channel_view(weight, xhat.dim())
         elif bias is not None:
-            output = xhat + _channel_view(bias, ndim)
+            output = xhat + _channel_view(bias, xhat.dim())
         else:
             output = xhat.clone()
         ctx.save_for_backward(xhat, invstd, weight)
-        ctx.num_groups = num_groups
         ctx.mark_non_differentiable(mean, var)
         ctx.set_materialize_grads(False)
         return output, mean.squeeze(-1), var.squeeze(-1)
@@ -187,21 +203,35 @@ class GroupNormFunction(torch.autograd.Function):
     ) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None]:
         if grad_output is None:
             return None, None, None, None, None
-        xhat, invstd, weight = ctx.saved_tensors
+        xhat, invstd, weight = ctx.saved_tensors  # invstd: (N, G, 1)
         need_input, _, need_weight, need_bias, _ = ctx.needs_input_grad
         refuse_second_derivatives("normlab's GroupNorm", "torch.nn.GroupNorm", need_input)
-        ndim, dims = xhat.dim(), (0,) + tuple(range(2, xhat.dim()))
+        batch, groups, channels = xhat.shape[0], invstd.shape[1], xhat.shape[1]
+        # (N, G, C/G, S): example, group, channel in the group, spatial position. The sums
+        # over S are over contiguous memory; everything per channel or per group is small.
+        per_channel = (batch, groups, channels // groups, math.prod(xhat.shape[2:]))
+        dy, xh = grad_output.reshape(per_channel), xhat.view(per_channel)
+        dy_xhat = dy * xh  # dy·xhat, in the buffer that will hold dx
+        sum_dy, sum_dyx = dy.sum(-1), dy_xhat.sum(-1)  # (N, G, C/G): Σ over the spatial positions
         grad_input = grad_weight = grad_bias = None
-        if need_input:
-            grad_xhat = grad_output if weight is None else grad_output * _channel_view(weight, ndim)  # ĝ
-            grouped_shape = (xhat.shape[0], ctx.num_groups, math.prod(xhat.shape[1:]) // ctx.num_groups)
-            grad_input = _grad_input(
-                grad_xhat.reshape(grouped_shape), xhat.reshape(grouped_shape), invstd, center=True
-            ).view(xhat.shape)
         if need_weight:
-            grad_weight = (grad_output * xhat).sum(dims)  # (6)
+            grad_weight = sum_dyx.sum(0).view(channels)  # Σ dy·xhat                 (6)
         if need_bias:
-            grad_bias = grad_output.sum(dims)  # (6)
+            grad_bias = sum_dy.sum(0).view(channels)  # Σ dy                          (6)
+        if need_input:
+            inv_n = 1.0 / max(xhat.numel() // max(batch * groups, 1), 1)  # 1/n, n values per group
+            if weight is None:
+                scale = invstd  # γ/σ with γ = 1
+            else:
+                gamma = weight.view(groups, -1)
+                sum_dy, sum_dyx = sum_dy * gamma, sum_dyx * gamma  # per channel: Σ ĝ, Σ ĝ·xhat
+                scale = invstd * gamma  # γ/σ, (N, G, C/G)
+            mean_g = sum_dy.sum(-1, keepdim=True).mul_(invstd)  # mean(ĝ)·n/σ, per group
+            mean_gx = sum_dyx.sum(-1, keepdim=True).mul_(invstd)  # mean(ĝ·xhat)·n/σ
+            # (5) as  γ/σ·dy − xhat·[mean(ĝ·xhat)/σ] − [mean(ĝ)/σ], in place over the dx buffer
+            grad_input = torch.mul(dy, scale.unsqueeze(-1), out=dy_xhat)
+            grad_input.addcmul_(xh, mean_gx.unsqueeze(-1), value=-inv_n)
+            grad_input = grad_input.sub_(mean_g.unsqueeze(-1), alpha=inv_n).view(xhat.shape)
         return grad_input, None, grad_weight, grad_bias, None
 
 
