@@ -228,6 +228,40 @@ def test_internal_links_of_every_page_answer(visit, server, name) -> None:
 
 
 @pytest.mark.parametrize("name", _pages())
+def test_download_buttons_give_the_pages_files(visit, name) -> None:
+    """The download menu: the page's source (.ipynb for a notebook, .md otherwise) is served, whole; the
+    theme's ".pdf" is the browser's print dialog (print to PDF), not a file: it must open that dialog.
+    (The whole book as one PDF is `make pdf`, tests/test_pdf.py.)"""
+    page, _, _ = visit(name)
+    page.click(".dropdown-download-buttons button.dropdown-toggle")
+    menu = page.locator(".dropdown-download-buttons .dropdown-menu")
+    menu.wait_for(state="visible", timeout=5_000)
+    links = menu.locator("a[href]")
+    assert links.count(), "the download menu offers no file"
+    suffix = ".ipynb" if name in _notebook_pages() else ".md"
+    labels = []
+    for i in range(links.count()):
+        link = links.nth(i)
+        labels.append(link.inner_text().strip())
+        url = link.evaluate("a => a.href")
+        response = page.request.get(url)
+        body = response.body()
+        assert response.status == 200 and body, f"{labels[-1]} download {url}: HTTP {response.status}, {len(body)} bytes"
+        if url.endswith(".ipynb"):
+            import nbformat
+
+            cells = nbformat.reads(body.decode(), as_version=4).cells
+            assert cells[0].get("id") == "colab-setup", f"{url}: not the chapter's notebook (no Colab setup cell)"
+        if url.endswith(suffix):  # the page's own source: its title is in it
+            title = re.sub(r"^[\d.]+\s*", "", page.locator("article h1").first.inner_text()).strip("#¶ \n")
+            assert title[:25] in body.decode(), f"{url} does not hold the page's title {title!r}"
+    assert suffix in labels, f"no {suffix} download, only {labels}"
+    page.evaluate("() => { window.__printed = 0; window.print = () => { window.__printed += 1; }; }")
+    menu.locator(".btn-download-pdf-button").click()
+    assert page.evaluate("() => window.__printed") == 1, "the .pdf button did not open the print dialog"
+
+
+@pytest.mark.parametrize("name", _pages())
 def test_nothing_is_cut_off_and_the_page_never_scrolls_sideways(visit, name) -> None:
     """At 1280 px and at 390 px: wide equations, code, tables and outputs scroll inside their own box."""
     page, _, _ = visit(name)
@@ -242,3 +276,25 @@ def test_nothing_is_cut_off_and_the_page_never_scrolls_sideways(visit, name) -> 
         page_width = page.evaluate("() => document.documentElement.scrollWidth")
         assert page_width <= width, (f"at {width} px ({device}) the page is {page_width} px wide; sticking out: "
                                      f"{page.evaluate(PAST_THE_WINDOW_JS)[:5]}")
+
+
+def test_search_finds_a_term_offline(visit, server) -> None:
+    """The search box of any page (Ctrl+K) leads to the search page, which lists the pages with the term."""
+    page, external, errors = visit("chapters/intro")
+    page.keyboard.press("Control+k")
+    box = page.locator("#pst-search-dialog input[name='q']")
+    box.wait_for(state="visible", timeout=5_000)
+    box.fill("LayerNorm")
+    with page.expect_navigation():
+        box.press("Enter")
+    assert "/search.html?q=LayerNorm" in page.url
+    page.wait_for_selector("#search-results ul.search li", timeout=20_000)
+    page.wait_for_function("() => !document.querySelector('#search-results .search-summary') || "
+                           "/found|did not match/i.test(document.querySelector('#search-results').textContent)",
+                           timeout=20_000)
+    hits = page.evaluate("() => [...document.querySelectorAll('#search-results ul.search li a')].map(a => a.href)")
+    assert any("chapters/07_layernorm.html" in h for h in hits), f"the LayerNorm chapter is not among the hits: {hits}"
+    assert all(h.startswith(server) for h in hits)
+    assert not external, f"search requested the network: {external[:5]}"
+    unexplained = [e for e in errors if not any(re.search(p, e) for p in CONSOLE_ALLOWLIST)]
+    assert not unexplained, f"console errors: {unexplained[:5]}"
