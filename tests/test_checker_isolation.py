@@ -260,3 +260,10 @@ def test_a_forbidden_decorated_function_is_recognised_by_its_own_code_not_its_wr
     guard = ShortcutGuard(("normlab.layers.data_dependent_init_",))
     assert len(guard._codes) == 1
     assert all(code.co_name == "data_dependent_init_" for code in guard._codes)
+
+
+def test_where_no_process_can_start_the_check_runs_in_process_with_the_same_verdicts(monkeypatch):
+    monkeypatch.setenv("NORMLAB_CHECK_IN_PROCESS", "1")
+    assert run_check(BN, written_by_hand).passed
+    assert "ignores its `eps` argument" in message_of(run_check(BN, lambda x, g, b, e: g * (x - x.mean(0)) / x.std(0) + b))
+    assert "you called" in message_of(run_check(BN, lambda x, g, b, e: F.batch_norm_forward(x, g, b, e)[0]))

@@ -145,6 +145,11 @@ def run_in_child(
     child). The first item is an ``Outcome("ready")`` or the reason there is none.
     The child is killed on the way out, however the iteration ends.
     """
+    if not _processes_available():
+        if function is None:
+            raise RuntimeError("this platform cannot start the child process that a pickled function needs")
+        yield from _run_in_process(function, job, limit)
+        return
     job_bytes = _pickle_job(job)
     fork_function = None
     if function_bytes is None:
@@ -196,6 +201,33 @@ def _start_without_main(process: Any) -> None:
             process.start()
         finally:
             multiprocessing.spawn.get_preparation_data = original
+
+
+def _processes_available() -> bool:
+    """Whether a fork server can run here (not on Windows, nor where NORMLAB_CHECK_IN_PROCESS=1)."""
+    if os.environ.get("NORMLAB_CHECK_IN_PROCESS") == "1":
+        return False
+    return "forkserver" in multiprocessing.get_all_start_methods()
+
+
+def _run_in_process(function: Callable, job: Job, limit: float) -> Iterator[Outcome | TimedOut]:
+    """The fallback where no child process can start: the same cases in this process.
+
+    The time limit then uses SIGALRM (main thread, POSIX only) and cannot stop code that
+    catches every exception; shortcuts are still refused.
+    """
+    from normlab.exercises._child import _run_case
+    from normlab.exercises._sandbox import _call_with_time_limit, _Timeout
+    from normlab.exercises._shortcuts import ShortcutGuard
+
+    guard = ShortcutGuard(job.forbidden)
+    yield Outcome("ready")
+    for case in job.cases:
+        try:
+            yield _call_with_time_limit(lambda: _run_case(function, case, job, guard), limit)
+        except _Timeout:
+            yield TimedOut(limit)
+            return
 
 
 def _pickle_job(job: Job) -> bytes:

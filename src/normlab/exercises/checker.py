@@ -39,6 +39,9 @@ Guarantees
   reported.
 * A stub ``raise NotImplementedError("...")`` (the student edition) is reported as
   "not implemented yet".
+* Where no child process can start (Windows, or ``NORMLAB_CHECK_IN_PROCESS=1``), the same
+  check runs in this process with a ``SIGALRM`` time limit, which code that catches every
+  exception can defeat; everything else is the same.
 
 Strict mode
 -----------
