@@ -17,6 +17,7 @@ in place under ``torch.no_grad()``, returns it, and takes an optional
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,8 @@ from torch import Tensor, nn
 __all__ = [
     "calculate_fan_in_and_fan_out",
     "calculate_gain",
+    "fixup_",
+    "fixup_scale",
     "kaiming_normal_",
     "kaiming_uniform_",
     "lsuv_",
@@ -336,3 +339,94 @@ def _output_variance(model: nn.Module, module: nn.Module, data: Tensor) -> float
     finally:
         handle.remove()
     return captured[0].var(correction=0).item()
+
+
+# ----------------------------------------------------------------------------- Fixup (appended for chapter 13)
+
+
+def fixup_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Fixup initialization (Zhang, Dauphin & Ma, ICLR 2019) of a :func:`normlab.models.residual_mlp` without norms.
+
+    The paper's three rules, for L residual branches of m Linear layers each (m = 2 here):
+
+    1. the classifier (``output``) and the last Linear of every branch start at zero;
+    2. every other Linear gets a standard initialization (the branch's inner layers He's,
+       N(0, 2/fan_in), the ``input`` layer LeCun's, N(0, 1/fan_in)), and the inner layers of
+       each branch are then multiplied by L^(−1/(2m−2)) (L^(−1/2) for m = 2);
+    3. a scalar bias (:class:`normlab.layers.ScalarBias`, 0) is added before each Linear and
+       each activation of a branch and before the classifier, and a scalar multiplier
+       (:class:`normlab.layers.ScalarMultiplier`, 1) after each branch (then one more bias),
+       as in the authors' code.
+
+    Why L^(−1/(2m−2)): if the update of each branch should change the output by O(η/L) so that the
+    L branches together change it by O(η), a branch of m layers with scales s (inner) and a last
+    layer of the same order must have s^(2m−2) ∝ 1/L (the paper's Theorem, section 3). The Linear
+    layers' own biases are set to zero. The model is changed in place (its branches gain the scalar
+    modules, its Sequential a ``bias_output`` before ``output``) and returned.
+    Used in chapter "Training deep networks without normalization".
+    """
+    from normlab.layers.skip_init import ScalarBias, ScalarMultiplier
+    from normlab.models import ResidualBlock
+
+    if not isinstance(model, nn.Sequential) or not all(hasattr(model, n) for n in ("input", "output")):
+        raise ValueError(f"fixup_ expects a model built by normlab.models.residual_mlp (children input, block0, ..., "
+                         f"output); got {type(model).__name__}.")
+    blocks = [m for m in model.children() if isinstance(m, ResidualBlock)]
+    if not blocks:
+        raise ValueError("fixup_ needs at least one residual block; the model has none.")
+    for index, block in enumerate(blocks):
+        kinds = {type(m).__name__ for m in block.branch.children()}
+        if not isinstance(block.branch, nn.Sequential) or {"ScalarBias", "ScalarMultiplier"} & kinds:
+            raise ValueError(f"block {index} already has Fixup's scalars; fixup_ applies once, to a fresh model.")
+        if any(not isinstance(m, (nn.Linear, *_ACTIVATION_TYPES)) for m in block.branch.children()):
+            raise ValueError(f"Fixup is for residual networks without normalization, but block {index}'s branch "
+                             f"holds {sorted(kinds)}; build the model with norm=None.")
+        if block.scale != 1.0:
+            raise ValueError(f"Fixup scales the branch's weights itself; build the model with branch_scale=1 "
+                             f"(block {index} has {block.scale:g}).")
+    num_blocks = len(blocks)
+    m = sum(isinstance(layer, nn.Linear) for layer in blocks[0].branch.children())
+    if m < 2:
+        raise ValueError(f"Fixup's scaling L^(-1/(2m-2)) needs m >= 2 Linear layers per branch; got m = {m}.")
+    scale = num_blocks ** (-1.0 / (2 * m - 2))
+
+    with torch.no_grad():
+        kaiming_normal_(model.input.weight, nonlinearity="linear", generator=generator)
+        for block in blocks:
+            linears = [layer for layer in block.branch.children() if isinstance(layer, nn.Linear)]
+            for layer in linears[:-1]:
+                kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator).mul_(scale)
+            zeros_(linears[-1].weight)
+            for layer in (model.input, *linears):
+                if layer.bias is not None:
+                    zeros_(layer.bias)
+            parameter = next(block.branch.parameters())
+            factory = {"device": parameter.device, "dtype": parameter.dtype}
+            children: list[tuple[str, nn.Module]] = []
+            for name, layer in block.branch.named_children():
+                children.append((f"bias_{name}", ScalarBias(0.0, **factory)))
+                children.append((name, layer))
+            children += [("multiplier", ScalarMultiplier(1.0, **factory)), ("bias_out", ScalarBias(0.0, **factory))]
+            block.branch = nn.Sequential(OrderedDict(children))
+        zeros_(model.output.weight)
+        if model.output.bias is not None:
+            zeros_(model.output.bias)
+    factory = {"device": model.output.weight.device, "dtype": model.output.weight.dtype}
+    reordered = OrderedDict()
+    for name, child in model.named_children():
+        if name == "output":
+            reordered["bias_output"] = ScalarBias(0.0, **factory)
+        reordered[name] = child
+    model._modules.clear()
+    model._modules.update(reordered)
+    return model
+
+
+def fixup_scale(blocks: int, layers_per_branch: int = 2) -> float:
+    """Fixup's factor L^(−1/(2m−2)) on the inner layers of each branch, for L = ``blocks``, m = ``layers_per_branch``."""
+    if blocks < 1 or layers_per_branch < 2:
+        raise ValueError(f"need blocks >= 1 and layers_per_branch >= 2; got {blocks} and {layers_per_branch}.")
+    return blocks ** (-1.0 / (2 * layers_per_branch - 2))
+
+
+_ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.SELU)
