@@ -14,8 +14,10 @@
   standard deviation.
 """
 
+from normlab.layers.batch_renorm import BatchRenorm1d, renorm_limits
 from normlab.layers.batchnorm import BatchNorm1d, BatchNorm2d, BatchNormFunction
 from normlab.layers.dynamic_tanh import DynamicTanh
+from normlab.layers.ghost_batchnorm import GhostBatchNorm1d
 from normlab.layers.layernorm import (
     GroupNorm,
     GroupNormFunction,
@@ -29,6 +31,7 @@ from normlab.layers.lp_batchnorm import LpBatchNorm1d
 from normlab.layers.mean_only import MeanOnlyBatchNorm1d
 from normlab.layers.noisy import NoisyBatchNorm1d, ShiftNoise
 from normlab.layers.skip_init import ScalarBias, ScalarMultiplier, SkipInit
+from normlab.layers.sync_batchnorm import SyncBatchNorm, SyncBatchNormFunction
 from normlab.layers.weight_norm import (
     WeightNormLinear,
     data_dependent_init_,
@@ -44,7 +47,9 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNormFunction",
+    "BatchRenorm1d",
     "DynamicTanh",
+    "GhostBatchNorm1d",
     "GroupNorm",
     "GroupNormFunction",
     "InstanceNorm1d",
@@ -59,12 +64,15 @@ __all__ = [
     "ScalarMultiplier",
     "ShiftNoise",
     "SkipInit",
+    "SyncBatchNorm",
+    "SyncBatchNormFunction",
     "WSConv2d",
     "WSLinear",
     "WeightNormLinear",
     "activation_gamma",
     "data_dependent_init_",
     "data_dependent_init_network_",
+    "renorm_limits",
     "scaled_weight_norm_gain",
     "scaled_weight_norm_init_",
     "standardized_weight",
