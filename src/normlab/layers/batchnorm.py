@@ -271,24 +271,25 @@ class _BatchNorm(nn.Module):
         No ``torch.no_grad()`` needed: the buffers do not require gradients, and ``mean`` and
         ``var`` are non-differentiable outputs of :class:`BatchNormFunction`.
         """
-        empty = input.numel() == 0  # an empty batch counts, but carries no statistics (as torch)
+        numel = input.numel()  # an empty batch counts, but carries no statistics (as torch)
         # var = mean((x − mean)²) is NaN or Inf whenever the input or the mean is; one sum and
         # one sync (a read of one number, not a pass over the input) test it, and the
         # per-channel test runs only if that sum is not finite.
-        if not empty and not math.isfinite(var.sum().item()) and not bool(torch.isfinite(var).all()):
+        if numel and not math.isfinite(var.sum().item()) and not bool(torch.isfinite(var).all()):
             self._raise_non_finite(input)
-        num_batches_tracked = self.num_batches_tracked  # a buffer: one module lookup, not three
+        num_batches_tracked = self.num_batches_tracked  # buffers: one module lookup each
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
-        if empty:
+        if not numel:
             return
-        if self.momentum is None:  # cumulative moving average
-            factor = 1.0 / float(num_batches_tracked)
-        else:  # exponential moving average
-            factor = self.momentum
-        m = input.numel() // input.shape[1]
-        self.running_mean.lerp_(mean, factor)
-        self.running_var.lerp_(var * (m / (m - 1)), factor)
+        momentum = self.momentum
+        if momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(num_batches_tracked)
+        m = numel // input.shape[1]
+        self.running_mean.lerp_(mean, momentum)
+        # running_var ← (1 − momentum)·running_var + momentum·var·m/(m − 1), as a lerp towards the
+        # biased var plus the rest of the unbiased one: two in-place ops and no temporary
+        self.running_var.lerp_(var, momentum).add_(var, alpha=momentum / (m - 1))
 
     def _raise_non_finite(self, input: Tensor) -> None:
         if torch.isfinite(input).all():
