@@ -13,6 +13,7 @@ Contents:
 - :func:`diabetes`: scikit-learn's diabetes regression data, raw features.
 - :func:`gaussian_classification`: class-conditional Gaussians.
 - :func:`linear_regression`: y = X w* + noise with per-feature scales.
+- :func:`epoch_batches`: the minibatch sampler of every training loop.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import random
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ __all__ = [
     "default_cache_dir",
     "diabetes",
     "digits",
+    "epoch_batches",
     "gaussian_classification",
     "linear_regression",
     "mnist1d",
@@ -118,6 +120,26 @@ class Dataset:
             f"Dataset(name={self.name!r}, train={tuple(self.x_train.shape)}, "
             f"test={tuple(self.x_test.shape)}, {task}, device={self.x_train.device})"
         )
+
+
+def epoch_batches(num_examples: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Minibatch indices into a training set of ``num_examples``, without end, epoch by epoch.
+
+    Each epoch is a fresh permutation of ``range(num_examples)`` drawn from ``generator``
+    (``torch.randperm``), cut into ``num_examples // batch_size`` batches of exactly
+    ``batch_size`` (int64, on the CPU); the incomplete last batch is skipped, so every batch
+    has the same size and BatchNorm never sees a batch of one. The same generator state
+    gives the same batches. Used by :func:`normlab.train.train`; chapter ``02_batchnorm``.
+    """
+    if not 1 <= batch_size <= num_examples:
+        raise ValueError(
+            f"batch_size must lie between 1 and the number of examples ({num_examples}); got {batch_size}."
+        )
+    per_epoch = num_examples // batch_size
+    while True:
+        order = torch.randperm(num_examples, generator=generator)
+        for position in range(per_epoch):
+            yield order[position * batch_size : (position + 1) * batch_size]
 
 
 # ----------------------------------------------------------------------------
@@ -372,3 +394,65 @@ def linear_regression(
     w_star = rng.standard_normal(num_features)
     y = x @ w_star + noise * rng.standard_normal(num_samples)
     return _make("linear_regression", x[:num_train], y[:num_train], x[num_train:], y[num_train:], None)
+
+
+# ----------------------------------------------------------------------------
+# Token sequences (chapter "Transformers")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class SortingTask:
+    """Sort ``length`` tokens from ``range(vocab)``, as next-token prediction (minGPT's sorting demo).
+
+    Each row of ``inputs`` is ``x₁ … x_T s₁ … s_{T−1}`` and the same row of ``targets`` is
+    ``x₂ … x_T s₁ … s_T``, where s = sorted(x): a causal model reads the unsorted tokens and
+    then writes the sorted ones one at a time. Only positions ``start = T − 1`` onwards (those
+    whose target is a sorted token) count in the loss and the accuracy. int64 tensors of
+    shape (n, 2T − 1). Chapter "Transformers" (``11_transformers``).
+    """
+
+    inputs_train: torch.Tensor
+    targets_train: torch.Tensor
+    inputs_test: torch.Tensor
+    targets_test: torch.Tensor
+    vocab: int
+    length: int
+
+    @property
+    def start(self) -> int:
+        """The first position whose target is a sorted token (T − 1)."""
+        return self.length - 1
+
+    @property
+    def sequence_length(self) -> int:
+        """2T − 1, the length of each input row."""
+        return 2 * self.length - 1
+
+    def __repr__(self) -> str:
+        return (f"SortingTask(vocab={self.vocab}, length={self.length}, train={len(self.inputs_train)}, "
+                f"test={len(self.inputs_test)})")
+
+
+def sorting_task(num_train: int = 4000, num_test: int = 500, length: int = 8, vocab: int = 8,
+                 seed: int = 0) -> SortingTask:
+    """Random sequences of ``length`` tokens drawn uniformly from ``range(vocab)`` and their sorted versions.
+
+    Train and test sequences come from one ``numpy.random.default_rng(seed)``; with
+    vocab^length possible sequences (8⁸ ≈ 1.7·10⁷ by default) the test set is, up to a handful of
+    duplicates, unseen. See :class:`SortingTask` for the layout.
+    Chapter "Transformers" (``11_transformers``).
+    """
+    if length < 2 or vocab < 2:
+        raise ValueError(f"length and vocab must be at least 2; got length={length}, vocab={vocab}.")
+    if num_train < 1 or num_test < 1:
+        raise ValueError(f"num_train and num_test must be at least 1; got {num_train} and {num_test}.")
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, vocab, size=(num_train + num_test, length))
+    full = np.concatenate([x, np.sort(x, axis=1)], axis=1)
+    inputs = torch.as_tensor(full[:, :-1], dtype=torch.int64)
+    targets = torch.as_tensor(full[:, 1:], dtype=torch.int64)
+    return SortingTask(inputs[:num_train], targets[:num_train], inputs[num_train:], targets[num_train:],
+                       vocab=vocab, length=length)
+
+
+__all__ += ["SortingTask", "sorting_task"]
