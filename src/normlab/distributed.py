@@ -197,10 +197,26 @@ class Workers:
                                            f"to {what}; all workers were stopped.")
                 continue
             if status == "error":
+                dead = self._dead_rank(grace=0.5)  # a rank that died makes its peers' collectives fail: name it
+                if dead is not None and dead != rank:
+                    process = self._processes[dead]
+                    self._fail(dead, f"rank {dead} died with exit code {process.exitcode} while trying to {what}; "
+                                     f"rank {rank} then failed:\n{value}")
                 self._fail(rank, f"rank {rank} of {self.world_size} failed while trying to {what}:\n{value}")
             if answered == task_id:
                 answers[rank] = value
         return [answers[rank] for rank in range(self.world_size)]
+
+    def _dead_rank(self, grace: float) -> int | None:
+        """The first rank whose process has exited, waiting up to ``grace`` seconds for one to."""
+        deadline = time.monotonic() + grace
+        while True:
+            for rank, process in enumerate(self._processes):
+                if not process.is_alive():
+                    return rank
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
 
     def _fail(self, rank: int | None, message: str) -> None:
         self._stop(force=True)

@@ -44,7 +44,7 @@ def renorm_limits(step: int, r_max: float = 3.0, d_max: float = 5.0, warmup_step
         raise ValueError(f"step must be >= 0; got {step}.")
 
     def ramp(end: int) -> float:
-        if step <= warmup_steps:
+        if step < warmup_steps:
             return 0.0
         if end <= warmup_steps:
             return 1.0

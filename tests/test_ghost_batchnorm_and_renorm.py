@@ -1,0 +1,225 @@
+"""normlab.layers.GhostBatchNorm1d (Hoffer et al. 2017) and BatchRenorm1d (Ioffe 2017) against their equations."""
+
+import pytest
+import torch
+from torch import nn
+
+from normlab.layers import BatchNorm1d, BatchRenorm1d, GhostBatchNorm1d, renorm_limits
+
+
+def _bn(x, eps):
+    mean = x.mean(0, keepdim=True)
+    var = x.var(0, unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps), mean[0], var[0]
+
+
+# ------------------------------------------------------------------ ghost batches
+
+
+@pytest.mark.parametrize("n, size", [(12, 4), (10, 4), (8, 3), (6, 6), (6, 100)])
+def test_ghost_batchnorm_normalizes_each_virtual_batch_and_updates_running_stats_per_ghost(n, size):
+    torch.manual_seed(n + size)
+    layer = GhostBatchNorm1d(3, virtual_batch_size=size, momentum=0.2, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 2), layer.bias.normal_()
+    x = torch.randn(n, 3, dtype=torch.float64) * 2 + 1
+    y = layer(x)
+    mean_run, var_run = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    pieces = []
+    for ghost in torch.split(x, size):
+        xhat, mean, var = _bn(ghost, layer.eps)
+        pieces.append(xhat * layer.weight + layer.bias)
+        m = len(ghost)
+        mean_run = 0.8 * mean_run + 0.2 * mean
+        var_run = 0.8 * var_run + 0.2 * var * m / (m - 1)
+    torch.testing.assert_close(y, torch.cat(pieces), rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer.running_mean, mean_run, rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer.running_var, var_run, rtol=0, atol=1e-12)
+    assert int(layer.num_batches_tracked) == len(torch.split(x, size))
+    layer.eval()
+    expected = (x - layer.running_mean) / torch.sqrt(layer.running_var + layer.eps) * layer.weight + layer.bias
+    torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
+
+
+def test_ghost_batchnorm_with_one_ghost_is_batchnorm_and_state_dicts_are_torchs():
+    x = torch.randn(8, 4, 5, dtype=torch.float64)
+    ghost, plain = GhostBatchNorm1d(4, 8, dtype=torch.float64), nn.BatchNorm1d(4, dtype=torch.float64)
+    torch.testing.assert_close(ghost(x), plain(x))
+    assert ghost.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(ghost.state_dict())
+    assert "virtual_batch_size=8" in repr(ghost)
+
+
+def test_ghost_batchnorm_gradient_is_autograd_through_each_ghost():
+    torch.manual_seed(1)
+    layer = GhostBatchNorm1d(3, virtual_batch_size=4, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 2)
+    x = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(10, 3, dtype=torch.float64)
+    (layer(x) * w).sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    weight = layer.weight.detach().clone().requires_grad_()
+    out = torch.cat([_bn(g, layer.eps)[0] * weight for g in torch.split(x2, 4)])
+    (out * w).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer.weight.grad, weight.grad, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: layer(x), (x.detach().clone().requires_grad_(),))
+
+
+def test_ghost_batchnorm_errors():
+    with pytest.raises(ValueError, match="virtual_batch_size must be a positive integer"):
+        GhostBatchNorm1d(3, virtual_batch_size=0)
+    with pytest.raises(ValueError, match="virtual_batch_size must be a positive integer"):
+        GhostBatchNorm1d(3, virtual_batch_size=2.5)
+    layer = GhostBatchNorm1d(3, virtual_batch_size=4)
+    with pytest.raises(ValueError, match="last ghost batch has a single value"):
+        layer(torch.randn(9, 3))
+    with pytest.raises(ValueError, match="expects 2D input"):
+        layer(torch.randn(4, 3, 2, 2))
+    with pytest.raises(ValueError, match="num_features=3"):
+        layer(torch.randn(8, 4))
+
+
+# ------------------------------------------------------------------ batch renormalization
+
+
+def test_renorm_limits_follow_the_papers_schedule():
+    assert renorm_limits(0) == (1.0, 0.0) and renorm_limits(5000) == (1.0, 0.0)
+    assert renorm_limits(40000) == (3.0, 5.0) and renorm_limits(10**6) == (3.0, 5.0)
+    assert renorm_limits(25000)[1] == 5.0 and renorm_limits(25000)[0] == pytest.approx(1 + 2 * 20000 / 35000)
+    assert renorm_limits(15000) == pytest.approx((1 + 2 * 10000 / 35000, 5 * 10000 / 20000))
+    assert renorm_limits(3, 2.0, 1.0, 0, 0, 0) == (2.0, 1.0)
+    with pytest.raises(ValueError, match="step must be >= 0"):
+        renorm_limits(-1)
+
+
+def _renorm_reference(x, running_mean, running_var, eps, r_max, d_max, gamma, beta, momentum):
+    mean_b = x.mean(0)
+    sigma_b = torch.sqrt(x.var(0, unbiased=False) + eps)
+    sigma = torch.sqrt(running_var + eps)
+    r = (sigma_b / sigma).clamp(1 / r_max, r_max)
+    d = ((mean_b - running_mean) / sigma).clamp(-d_max, d_max)
+    y = ((x - mean_b) / sigma_b * r + d) * gamma + beta
+    new_sigma = sigma + momentum * (sigma_b - sigma)
+    return y, r, d, running_mean + momentum * (mean_b - running_mean), new_sigma ** 2 - eps
+
+
+@pytest.mark.parametrize("r_max, d_max", [(1.0, 0.0), (1.5, 0.5), (3.0, 5.0)])
+def test_batch_renorm_follows_its_equations(r_max, d_max):
+    torch.manual_seed(2)
+    layer = BatchRenorm1d(4, momentum=0.3, r_max=r_max, d_max=d_max, warmup_steps=0, r_max_steps=0, d_max_steps=0,
+                          dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 2), layer.bias.normal_()
+        layer.running_mean.copy_(torch.tensor([0.0, 1.0, -2.0, 0.5]))
+        layer.running_var.copy_(torch.tensor([1.0, 0.2, 4.0, 9.0]))
+    for _ in range(3):
+        x = torch.randn(6, 4, dtype=torch.float64) * torch.tensor([1.0, 3.0, 0.5, 2.0]) + 1
+        expected = _renorm_reference(x, layer.running_mean.clone(), layer.running_var.clone(), layer.eps, r_max, d_max,
+                                     layer.weight, layer.bias, 0.3)
+        y = layer(x)
+        torch.testing.assert_close(y, expected[0], rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.last_r, expected[1], rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.last_d, expected[2], rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.running_mean, expected[3], rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.running_var, expected[4], rtol=0, atol=1e-12)
+    if r_max == 1.0 and d_max == 0.0:  # no correction: BatchNorm's output
+        torch.testing.assert_close(y, _bn(x, layer.eps)[0] * layer.weight + layer.bias, rtol=0, atol=1e-12)
+
+
+def test_batch_renorm_unclipped_training_output_equals_inference_output():
+    torch.manual_seed(3)
+    layer = BatchRenorm1d(3, r_max=100.0, d_max=100.0, warmup_steps=0, r_max_steps=0, d_max_steps=0,
+                          dtype=torch.float64)
+    x = torch.randn(5, 3, dtype=torch.float64) * 2 + 3
+    running = (layer.running_mean.clone(), layer.running_var.clone())
+    y = layer(x)
+    expected = (x - running[0]) / torch.sqrt(running[1] + layer.eps) * layer.weight + layer.bias
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-12)
+
+
+def test_batch_renorm_backward_treats_r_and_d_as_constants():
+    torch.manual_seed(4)
+    layer = BatchRenorm1d(3, r_max=2.0, d_max=1.0, warmup_steps=0, r_max_steps=0, d_max_steps=0, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 2)
+    x = torch.randn(7, 3, 2, dtype=torch.float64, requires_grad=True) * 1.5
+    x.retain_grad()
+    w = torch.randn(7, 3, 2, dtype=torch.float64)
+    running = (layer.running_mean.clone(), layer.running_var.clone())
+    (layer(x) * w).sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    gamma = layer.weight.detach().clone().requires_grad_()
+    mean_b = x2.mean((0, 2), keepdim=True)
+    sigma_b = torch.sqrt(x2.var((0, 2), unbiased=False, keepdim=True) + layer.eps)
+    sigma = torch.sqrt(running[1] + layer.eps).view(1, -1, 1)
+    r = (sigma_b / sigma).clamp(0.5, 2.0).detach()
+    d = ((mean_b - running[0].view(1, -1, 1)) / sigma).clamp(-1, 1).detach()
+    (((x2 - mean_b) / sigma_b * r + d) * gamma.view(1, -1, 1) * w).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer.weight.grad, gamma.grad, rtol=0, atol=1e-12)
+
+
+def test_batch_renorm_gradcheck_where_r_and_d_are_clipped():
+    """Where r and d sit at their clipping limits they are locally constant, so finite differences of the
+    layer itself agree with the stop-gradient backward."""
+    torch.manual_seed(5)
+    layer = BatchRenorm1d(3, affine=False, r_max=1.5, d_max=0.5, warmup_steps=0, r_max_steps=0, d_max_steps=0,
+                          dtype=torch.float64)
+    with torch.no_grad():
+        layer.running_var.fill_(0.01)  # σ_B/σ ≈ 10 > r_max
+        layer.running_mean.fill_(-3.0)  # (μ_B − μ)/σ ≈ 30 > d_max
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+
+    def function(x, w, b):
+        layer.load_state_dict(state)  # the same moving averages on every call
+        return layer(x) * w + b
+
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(3, dtype=torch.float64, requires_grad=True) + 0.5
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    function(x, w, b)
+    assert torch.all(layer.last_r == 1.5) and torch.all(layer.last_d == 0.5)
+    assert torch.autograd.gradcheck(function, (x, w, b))
+
+
+def test_batch_renorm_schedule_starts_as_batchnorm_and_relaxes():
+    torch.manual_seed(6)
+    layer = BatchRenorm1d(2, warmup_steps=2, r_max_steps=4, d_max_steps=3, dtype=torch.float64)
+    plain = BatchNorm1d(2, dtype=torch.float64)
+    x = torch.randn(5, 2, dtype=torch.float64) * 4 + 2
+    torch.testing.assert_close(layer(x), plain(x), rtol=0, atol=1e-12)
+    assert layer.current_limits() == (1.0, 0.0)
+    for _ in range(3):
+        layer(x)
+    assert layer.current_limits() == (3.0, 5.0)
+
+
+def test_batch_renorm_eval_is_batchnorm_eval_and_state_dict_is_torchs():
+    layer, plain = BatchRenorm1d(3), nn.BatchNorm1d(3)
+    layer(torch.randn(8, 3))
+    assert layer.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(layer.state_dict())
+    layer.eval(), plain.eval()
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(layer(x), plain(x))
+    assert "r_max=3.0" in repr(layer)
+
+
+def test_batch_renorm_errors():
+    with pytest.raises(ValueError, match="track_running_stats=True"):
+        BatchRenorm1d(3, track_running_stats=False)
+    with pytest.raises(ValueError, match="r_max must be"):
+        BatchRenorm1d(3, r_max=0.5)
+    with pytest.raises(ValueError, match="d_max must be"):
+        BatchRenorm1d(3, d_max=-1)
+    with pytest.raises(ValueError, match="momentum"):
+        BatchRenorm1d(3, momentum=None)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        BatchRenorm1d(3, warmup_steps=-1)
+    layer = BatchRenorm1d(3)
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        layer(torch.randn(1, 3))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        layer(torch.tensor([[0.0, 1.0, float("nan")], [1.0, 2.0, 3.0]]))
