@@ -48,6 +48,35 @@ def _reduction_dims(ndim: int) -> tuple[int, ...]:
     return (0,) + tuple(range(2, ndim))
 
 
+#: From this many elements on, per-channel sums and means of an (N, C) matrix run as a
+#: matrix-vector product (below that, the call overhead of the product costs more).
+_GEMV_MIN_NUMEL = 1 << 15
+
+
+def _use_gemv(tensor: Tensor) -> bool:
+    return (tensor.dim() == 2 and tensor.numel() >= _GEMV_MIN_NUMEL and tensor.device.type == "cpu"
+            and tensor.dtype in (torch.float32, torch.float64))
+
+
+def _batch_sum(tensor: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Σ of ``tensor`` over ``dims`` (the batch axis and any spatial axes): one value per channel.
+
+    A large (N, C) matrix is summed over its rows as ``tensorᵀ · 1``: BLAS's matrix-vector
+    product reads it at full speed, torch's CPU reduction over dimension 0 about 1.5x slower
+    (512×1024, one thread).
+    """
+    if _use_gemv(tensor):
+        return torch.mv(tensor.t(), torch.ones(tensor.shape[0], dtype=tensor.dtype))
+    return tensor.sum(dims)
+
+
+def _batch_mean(tensor: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """The mean of ``tensor`` over ``dims``, one value per channel; see :func:`_batch_sum`."""
+    if _use_gemv(tensor):
+        return torch.mv(tensor.t(), torch.full((tensor.shape[0],), 1.0 / tensor.shape[0], dtype=tensor.dtype))
+    return tensor.mean(dims)
+
+
 def _addcmul_per_channel(shift: Tensor, input: Tensor, scale: Tensor, out: Tensor | None = None) -> Tensor:
     """shift + input · scale, with shift and scale (C,) vectors, optionally written into out.
 
@@ -111,10 +140,10 @@ class BatchNormFunction(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         ndim = input.dim()
         dims = _reduction_dims(ndim)
-        mean = input.mean(dims)  # (1)
+        mean = _batch_mean(input, dims)  # (1)
         xhat = input - _channel_view(mean, ndim)  # x − mu; becomes xhat below
         output = torch.mul(xhat, xhat)  # (x − mu)², in the buffer that will hold y
-        var = output.mean(dims)  # (2), two-pass: no cancellation
+        var = _batch_mean(output, dims)  # (2), two-pass: no cancellation
         invstd = torch.rsqrt(var + eps)  # 1/σ
         xhat.mul_(_channel_view(invstd, ndim))  # (3)
         if weight is not None and bias is not None:
@@ -141,9 +170,9 @@ class BatchNormFunction(torch.autograd.Function):
         dims = _reduction_dims(ndim)
         need_input, need_weight, need_bias, _ = ctx.needs_input_grad
         refuse_second_derivatives("normlab's BatchNorm", "torch.nn.BatchNorm1d/2d", need_input)
-        grad_bias = grad_output.sum(dims)  # Σ dy                                  (6)
+        grad_bias = _batch_sum(grad_output, dims)  # Σ dy                                  (6)
         dy_xhat = torch.mul(grad_output, xhat)  # dy·xhat, in the buffer that will hold dx
-        grad_weight = dy_xhat.sum(dims)  # Σ dy·xhat                               (6)
+        grad_weight = _batch_sum(dy_xhat, dims)  # Σ dy·xhat                               (6)
         grad_input = None
         if need_input:
             inv_m = 1.0 / max(xhat.numel() // max(xhat.shape[1], 1), 1)  # 1/m, m values per channel (dx is

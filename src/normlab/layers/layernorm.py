@@ -36,7 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from normlab.layers._affine import register_affine, reset_affine
-from normlab.layers.batchnorm import _addcmul_per_channel, _BatchNorm, _channel_view, refuse_second_derivatives
+from normlab.layers.batchnorm import (
+    _addcmul_per_channel,
+    _batch_sum,
+    _BatchNorm,
+    _channel_view,
+    refuse_second_derivatives,
+)
 
 __all__ = [
     "GroupNorm",
@@ -52,7 +58,11 @@ __all__ = [
 def _sum_leading(tensor: Tensor, count: int) -> Tensor:
     """Sum ``tensor`` over its first ``count`` dimensions, into a new tensor (for none, a copy:
     an empty ``dim`` would make ``Tensor.sum`` reduce over every dimension)."""
-    return tensor.sum(tuple(range(count))) if count else tensor.clone()
+    if not count:
+        return tensor.clone()
+    if tensor.is_contiguous():  # the leading dimensions as the rows of one matrix: see _batch_sum
+        return _batch_sum(tensor.view(-1, tensor.shape[-1]), (0,)).view(tensor.shape[count:])
+    return tensor.sum(tuple(range(count)))
 
 
 def _normalize(grouped: Tensor, center: bool, eps: float) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
