@@ -22,7 +22,6 @@ Chapter "BatchNorm: algebra, backpropagation, train vs inference".
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -30,82 +29,16 @@ import torch
 from torch import Tensor, nn
 
 from normlab.layers._affine import register_affine, reset_affine
+from normlab.layers._common import (  # refuse_second_derivatives is also imported from here by other layers
+    _addcmul_per_channel,
+    _batch_mean,
+    _batch_sum,
+    _channel_view,
+    _reduction_dims,
+    refuse_second_derivatives,
+)
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormFunction"]
-
-
-def _channel_view(vector: Tensor, ndim: int) -> Tensor:
-    """A (C,) vector viewed as (C, 1, ...) so it broadcasts along dimension 1 of an ndim-D input.
-
-    For (N, C) input the vector broadcasts as it is, and no view (one op fewer) is made.
-    """
-    return vector if ndim == 2 else vector.view((-1,) + (1,) * (ndim - 2))
-
-
-@functools.cache
-def _reduction_dims(ndim: int) -> tuple[int, ...]:
-    """The axes batch statistics pool over: the batch axis and every spatial axis."""
-    return (0,) + tuple(range(2, ndim))
-
-
-#: From this many elements on, per-channel sums and means of an (N, C) matrix run as a
-#: matrix-vector product (below that, the call overhead of the product costs more).
-_GEMV_MIN_NUMEL = 1 << 15
-
-
-def _use_gemv(tensor: Tensor) -> bool:
-    return (tensor.dim() == 2 and tensor.numel() >= _GEMV_MIN_NUMEL and tensor.device.type == "cpu"
-            and tensor.dtype in (torch.float32, torch.float64))
-
-
-def _batch_sum(tensor: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """Σ of ``tensor`` over ``dims`` (the batch axis and any spatial axes): one value per channel.
-
-    A large (N, C) matrix is summed over its rows as ``tensorᵀ · 1``: BLAS's matrix-vector
-    product reads it at full speed, torch's CPU reduction over dimension 0 about 1.5x slower
-    (512×1024, one thread).
-    """
-    if _use_gemv(tensor):
-        return torch.mv(tensor.t(), torch.ones(tensor.shape[0], dtype=tensor.dtype))
-    return tensor.sum(dims)
-
-
-def _batch_mean(tensor: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """The mean of ``tensor`` over ``dims``, one value per channel; see :func:`_batch_sum`."""
-    if _use_gemv(tensor):
-        return torch.mv(tensor.t(), torch.full((tensor.shape[0],), 1.0 / tensor.shape[0], dtype=tensor.dtype))
-    return tensor.mean(dims)
-
-
-def _addcmul_per_channel(shift: Tensor, input: Tensor, scale: Tensor, out: Tensor | None = None) -> Tensor:
-    """shift + input · scale, with shift and scale (C,) vectors, optionally written into out.
-
-    For (N, C) input this is one fused pass of ``torch.addcmul``. With spatial axes both
-    vectors broadcast along the innermost axis, where torch's CPU addcmul kernel is not
-    vectorized (about 4x slower at (32, 64, 32, 32)), so a multiply and an in-place add
-    do it instead.
-    """
-    ndim = input.dim()
-    if ndim == 2:
-        return torch.addcmul(shift, input, scale, out=out)
-    return torch.mul(input, _channel_view(scale, ndim), out=out).add_(_channel_view(shift, ndim))
-
-
-def refuse_second_derivatives(function: str, oracle: str, input_needs_grad: bool) -> None:
-    """Raise if autograd is recording this closed-form backward (``create_graph=True``)
-    while the input needs a gradient.
-
-    The closed form treats the saved x̂ and 1/σ as constants, so a graph built from it
-    would give silently wrong second derivatives through the input (a Hessian-vector
-    product, a gradient penalty). With the input constant, second derivatives in γ and
-    β alone are right and allowed.
-    """
-    if input_needs_grad and torch.is_grad_enabled():
-        raise RuntimeError(
-            f"{function} has a first-order, closed-form backward: it cannot be differentiated twice "
-            f"(create_graph=True) with respect to its input. For second derivatives (Hessian-vector "
-            f"products, gradient penalties) use {oracle}, whose backward is differentiable."
-        )
 
 
 class BatchNormFunction(torch.autograd.Function):

@@ -36,13 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from normlab.layers._affine import register_affine, reset_affine
-from normlab.layers.batchnorm import (
-    _addcmul_per_channel,
-    _batch_sum,
-    _BatchNorm,
-    _channel_view,
-    refuse_second_derivatives,
-)
+from normlab.layers._common import _addcmul_per_channel, _batch_sum, _channel_view, refuse_second_derivatives
+from normlab.layers.batchnorm import _BatchNorm
 
 __all__ = [
     "GroupNorm",
