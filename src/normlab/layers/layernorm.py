@@ -146,7 +146,8 @@ class LayerNormFunction(torch.autograd.Function):
             # Σ ĝ and Σ ĝ·xhat over the normalized dimensions, ĝ = dy·γ: with γ, one
             # matrix-vector product each (dy·γ never needs its own buffer for them).
             if weight is None:
-                sum_g, sum_gx = dy.sum(-1, keepdim=True), dy_xhat.sum(-1, keepdim=True)
+                sum_g = dy.sum(-1, keepdim=True) if ctx.center else None
+                sum_gx = dy_xhat.sum(-1, keepdim=True)
                 grad_input = dy_xhat.copy_(dy)  # ĝ = dy
             else:
                 gamma = weight.view(-1, 1)
