@@ -33,6 +33,7 @@ NORM_COLORS: dict[str, str] = {
     "instance": OKABE_ITO["reddish purple"],
     "rms": OKABE_ITO["sky blue"],
     "input": OKABE_ITO["yellow"],
+    "dyt": "#882255",  # Dynamic Tanh: Paul Tol's "wine", colour-blind safe; Okabe-Ito's eight are taken
 }
 """The colour of each normalizer, for every figure of the book."""
 
