@@ -22,6 +22,8 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
+from normlab.probes import in_mode
+
 __all__ = [
     "calculate_fan_in_and_fan_out",
     "calculate_gain",
@@ -287,9 +289,7 @@ def lsuv_(model: nn.Module, data: Tensor, tol: float = 0.1, max_iters: int = 10)
     for module in names:
         orthogonal_(module.weight)
 
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
+    with in_mode(model, training=False):
         order: list[nn.Module] = []
 
         def record_order(module: nn.Module, _inputs: tuple, _output: object) -> None:
@@ -319,9 +319,6 @@ def lsuv_(model: nn.Module, data: Tensor, tol: float = 0.1, max_iters: int = 10)
                     module.weight.div_(math.sqrt(variance))
                 variance = _output_variance(model, module, data)
             variances[names[module]] = variance
-    finally:
-        for m, training in modes:
-            m.training = training
     return variances
 
 

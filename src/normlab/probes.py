@@ -8,6 +8,8 @@
 - :func:`layer_histograms`: a histogram of each chosen layer's output values on one batch.
 - :func:`gradient_ics`: Santurkar et al.'s gradient-based internal covariate shift of each
   layer, ‖G − G′‖ and cos(G, G′) (:class:`GradientICS`).
+- :func:`in_mode`: a context manager that puts a model in train or eval mode and restores
+  every submodule's flag afterwards; every probe measures inside it.
 
 A probe is a training hook with the signature ``hook(step, model, loss)`` of
 :func:`normlab.train.train`; it can also be called by hand (for example at step 0,
@@ -16,7 +18,8 @@ before training starts) through its ``record`` method.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,12 +31,34 @@ __all__ = [
     "GradientICS",
     "LayerStats",
     "gradient_ics",
+    "in_mode",
     "jacobian_singular_values",
     "layer_histograms",
     "layer_statistics",
 ]
 
 _WHERE = ("output", "input")
+
+
+@contextmanager
+def in_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """Run the ``with`` block with ``model.train(training)``, then restore every submodule's flag.
+
+    ``model.train(flag)`` sets the flag of every submodule at once, so a model whose parts were
+    in different modes (one BatchNorm frozen in eval mode inside a training network, say)
+    would not be restored by ``model.train(was_training)``; this saves each submodule's flag
+    and puts it back, also when the block raises. A measurement inside it leaves the
+    train/eval state of the model as it found it. Used by every probe of this module, by
+    :func:`normlab.train.evaluate` and by :func:`normlab.init.lsuv_`; chapter
+    ``02_batchnorm`` explains the two modes.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.train(training)
+        yield model
+    finally:
+        for module, was_training in modes:
+            module.training = was_training
 
 
 class ActivationPercentiles:
@@ -147,20 +172,16 @@ class ActivationPercentiles:
         def on_input(_module: nn.Module, inputs: tuple) -> None:
             captured.append(_first_tensor(inputs, "input"))
 
-        modes = [(m, m.training) for m in model.modules()]
         if self.where == "output":
             handle = self.module.register_forward_hook(on_output)
         else:
             handle = self.module.register_forward_pre_hook(on_input)
         try:
-            model.eval()
-            device = next((p.device for p in model.parameters()), self.probe.device)
-            with torch.no_grad():
+            with in_mode(model, training=False), torch.no_grad():
+                device = next((p.device for p in model.parameters()), self.probe.device)
                 model(self.probe.to(device))
         finally:
             handle.remove()
-            for m, training in modes:
-                m.training = training
         if not captured:
             raise RuntimeError(
                 f"The hooked module ({type(self.module).__name__}) was not called when the model ran on the "
@@ -246,63 +267,89 @@ def layer_statistics(
     downstream cannot change what is recorded.
     Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
     """
-    layers = list(layers)
-    if not layers:
-        raise ValueError(
-            "layers is empty; pass the modules whose outputs to measure, e.g. hidden_linear_layers(model)."
-        )
+    layers = _checked_layers(layers, "whose outputs to measure, e.g. hidden_linear_layers(model)")
     if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < 1:
         raise ValueError("x must be a non-empty tensor with the batch in dimension 0.")
+
+    def keep(index: int, module: nn.Module, output: object) -> tuple[Tensor, Tensor]:
+        if not isinstance(output, Tensor):
+            raise TypeError(f"layer_statistics needs each layer to return a single tensor; layer {index} "
+                            f"({type(module).__name__}) returned {type(output).__name__}.")
+        return output, output.clone()  # record the output, hand the rest of the network a copy
+
+    with (_first_outputs(layers, keep) as outputs, _buffers_restored(model), in_mode(model, training),
+          torch.enable_grad()):
+        y = model(x)
+        loss = 0.5 * y.pow(2).sum() if loss_fn is None else loss_fn(y)
+        captured = _in_layer_order(outputs, len(layers))
+        if not all(a.requires_grad for a in captured) or loss.ndim != 0:
+            raise ValueError(
+                "layer_statistics needs a scalar loss that depends on every layer's output through autograd; "
+                f"got a loss of shape {tuple(loss.shape)}, or a layer whose output does not require grad."
+            )
+        grads = torch.autograd.grad(loss, captured, allow_unused=True)
+    return _summarize(captured, grads)
+
+
+def _checked_layers(layers: Sequence[nn.Module], purpose: str) -> list[nn.Module]:
+    """``layers`` as a list, refusing an empty one (naming ``purpose``) or one that is not all modules."""
+    layers = list(layers)
+    if not layers:
+        raise ValueError(f"layers is empty; pass the modules {purpose}.")
     for layer in layers:
         if not isinstance(layer, nn.Module):
             raise TypeError(f"Every entry of layers must be an nn.Module to hook; got {type(layer).__name__}.")
+    return layers
 
+
+@contextmanager
+def _first_outputs(layers: Sequence[nn.Module], keep: Callable[[int, nn.Module, object], tuple[Tensor, object]]
+                   ) -> Iterator[dict[int, Tensor]]:
+    """Forward hooks that store, by position in ``layers``, what ``keep(index, module, output)`` picks from
+    each layer's first call: ``keep`` returns (tensor to record, output to pass on, None to leave it).
+    The hooks are removed on leaving the block."""
     outputs: dict[int, Tensor] = {}
 
-    def hook_for(index: int) -> Callable[[nn.Module, tuple, object], Tensor | None]:
-        def on_output(_module: nn.Module, _inputs: tuple, output: object) -> Tensor | None:
+    def hook_for(index: int) -> Callable[[nn.Module, tuple, object], object]:
+        def on_output(module: nn.Module, _inputs: tuple, output: object) -> object:
             if index in outputs:
                 return None
-            if not isinstance(output, Tensor):
-                raise TypeError(
-                    f"layer_statistics needs each layer to return a single tensor; layer {index} "
-                    f"({type(_module).__name__}) returned {type(output).__name__}."
-                )
-            outputs[index] = output
-            return output.clone()
+            outputs[index], passed_on = keep(index, module, output)
+            return passed_on
 
         return on_output
 
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
     handles = [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(layers)]
     try:
-        model.train(training)
-        with torch.enable_grad():
-            y = model(x)
-            loss = 0.5 * y.pow(2).sum() if loss_fn is None else loss_fn(y)
-            missing = [i for i in range(len(layers)) if i not in outputs]
-            if missing:
-                raise RuntimeError(
-                    f"layers {missing} were not called when the model ran on x; pass modules that are part of the "
-                    "model's forward pass."
-                )
-            captured = [outputs[i] for i in range(len(layers))]
-            if not all(a.requires_grad for a in captured) or loss.ndim != 0:
-                raise ValueError(
-                    "layer_statistics needs a scalar loss that depends on every layer's output through autograd; "
-                    f"got a loss of shape {tuple(loss.shape)}, or a layer whose output does not require grad."
-                )
-            grads = torch.autograd.grad(loss, captured, allow_unused=True)
+        yield outputs
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _in_layer_order(outputs: dict[int, Tensor], count: int) -> list[Tensor]:
+    """The recorded outputs of layers 0 … count − 1, or a RuntimeError naming the layers never called."""
+    missing = [i for i in range(count) if i not in outputs]
+    if missing:
+        raise RuntimeError(f"layers {missing} were not called when the model ran on x; pass modules that are part "
+                           "of the model's forward pass.")
+    return [outputs[i] for i in range(count)]
+
+
+@contextmanager
+def _buffers_restored(model: nn.Module) -> Iterator[None]:
+    """Put every buffer of ``model`` (BatchNorm's running statistics) back as it was on leaving the block."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
         with torch.no_grad():
             for buffer, saved in buffers:
                 buffer.copy_(saved)
-        for m, was_training in modes:
-            m.training = was_training
 
+
+def _summarize(captured: Sequence[Tensor], grads: Sequence[Tensor | None]) -> LayerStats:
+    """Var[a_l], Var[dL/da_l] and the dead-unit fraction of each layer's recorded output a_l."""
     activation_variance, gradient_variance, dead_fraction = [], [], []
     for a, g in zip(captured, grads):
         a = a.detach().to(torch.float64)
@@ -333,13 +380,8 @@ def jacobian_singular_values(model: nn.Module, x: Tensor) -> np.ndarray:
     """
     if not isinstance(x, Tensor) or x.numel() == 0:
         raise ValueError("x must be a non-empty tensor holding one example, without a batch dimension.")
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
+    with in_mode(model, training=False):
         jacobian = torch.func.jacrev(lambda v: model(v.unsqueeze(0)).squeeze(0))(x.detach())
-    finally:
-        for m, was_training in modes:
-            m.training = was_training
     out_size = jacobian.numel() // x.numel()
     matrix = jacobian.detach().to("cpu", torch.float64).reshape(out_size, x.numel())
     return torch.linalg.svdvals(matrix).numpy()
@@ -365,35 +407,16 @@ def layer_histograms(
     edges = np.asarray(bins, dtype=np.float64)
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError(f"bins must be at least two increasing bin edges; got {edges!r}.")
-    layers = list(layers)
-    if not layers:
-        raise ValueError("layers is empty; pass the modules whose outputs to histogram.")
-    outputs: dict[int, Tensor] = {}
+    layers = _checked_layers(layers, "whose outputs to histogram")
 
-    def hook_for(index: int) -> Callable[[nn.Module, tuple, object], None]:
-        def on_output(_module: nn.Module, _inputs: tuple, output: object) -> None:
-            if index not in outputs:
-                outputs[index] = _first_tensor(output, "output").detach()
+    def keep(_index: int, _module: nn.Module, output: object) -> tuple[Tensor, None]:
+        return _first_tensor(output, "output").detach(), None
 
-        return on_output
-
-    modes = [(m, m.training) for m in model.modules()]
-    handles = [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(layers)]
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, was_training in modes:
-            m.training = was_training
-    missing = [i for i in range(len(layers)) if i not in outputs]
-    if missing:
-        raise RuntimeError(f"layers {missing} were not called when the model ran on x.")
+    with _first_outputs(layers, keep) as outputs, in_mode(model, training=False), torch.no_grad():
+        model(x)
     fractions, stds = [], []
-    for i in range(len(layers)):
-        values = outputs[i].to("cpu", torch.float64).reshape(-1).numpy()
+    for recorded in _in_layer_order(outputs, len(layers)):
+        values = recorded.to("cpu", torch.float64).reshape(-1).numpy()
         counts, _ = np.histogram(values, bins=edges)
         fractions.append(counts / values.size)
         stds.append(values.std())
@@ -454,22 +477,13 @@ def gradient_ics(
     Costs one forward and backward pass per layer, plus one.
     Used in chapter "Internal covariate shift".
     """
-    layers = list(layers)
-    if not layers:
-        raise ValueError("layers is empty; pass the modules whose weights to measure, e.g. hidden_linear_layers(model).")
+    layers = _checked_layers(layers, "whose weights to measure, e.g. hidden_linear_layers(model)")
     if not (isinstance(lr, (int, float)) and lr > 0 and np.isfinite(lr)):
         raise ValueError(f"lr must be a positive, finite learning rate; got {lr!r}.")
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, Tensor) for t in batch)):
         raise ValueError("batch must be a pair of tensors (x, y).")
     named = list(model.named_parameters())
-    position = {id(p): k for k, (_, p) in enumerate(named)}
-    indices = []
-    for i, layer in enumerate(layers):
-        weight = getattr(layer, "weight", None)
-        if not isinstance(weight, nn.Parameter) or id(weight) not in position:
-            raise ValueError(f"layers[{i}] ({type(layer).__name__}) has no weight parameter that belongs to the model; "
-                             "pass submodules of the model with a .weight, such as its Linear layers.")
-        indices.append(position[id(weight)])
+    indices = _weight_positions(layers, named)
     x, y = batch
     params = {name: p.detach() for name, p in named}
     buffers = {name: b.detach() for name, b in model.named_buffers()}
@@ -481,27 +495,34 @@ def gradient_ics(
             raise ValueError(f"loss_fn must return a scalar; got a tensor of shape {tuple(loss.shape)}.")
         return loss
 
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.train(training)
-        with torch.enable_grad():
-            leaves = {name: p.clone().requires_grad_(True) for name, p in params.items()}
-            grads = torch.autograd.grad(loss_at(leaves), list(leaves.values()), allow_unused=True)
-            stepped = [p - lr * (torch.zeros_like(p) if g is None else g.detach())
-                       for p, g in zip(params.values(), grads)]
-            l2, cosine, grad_norm = [], [], []
-            for k in indices:
-                name = named[k][0]
-                values = {n: (stepped[j] if j < k else p) for j, (n, p) in enumerate(params.items())}
-                values[name] = params[name].clone().requires_grad_(True)
-                (shifted,) = torch.autograd.grad(loss_at(values), [values[name]], allow_unused=True)
-                g = (torch.zeros_like(params[name]) if grads[k] is None else grads[k]).detach().double().reshape(-1)
-                g_new = (torch.zeros_like(params[name]) if shifted is None else shifted).detach().double().reshape(-1)
-                l2.append((g - g_new).norm().item())
-                norms = g.norm() * g_new.norm()
-                cosine.append((g @ g_new / norms).item() if norms > 0 else float("nan"))
-                grad_norm.append(g.norm().item())
-    finally:
-        for m, was_training in modes:
-            m.training = was_training
+    l2, cosine, grad_norm = [], [], []
+    with in_mode(model, training), torch.enable_grad():
+        leaves = {name: p.clone().requires_grad_(True) for name, p in params.items()}
+        grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in
+                 zip(params.values(), torch.autograd.grad(loss_at(leaves), list(leaves.values()), allow_unused=True))]
+        stepped = [p - lr * g for p, g in zip(params.values(), grads)]
+        for k in indices:
+            name = named[k][0]
+            values = {n: (stepped[j] if j < k else p) for j, (n, p) in enumerate(params.items())}
+            values[name] = params[name].clone().requires_grad_(True)
+            (shifted,) = torch.autograd.grad(loss_at(values), [values[name]], allow_unused=True)
+            g = grads[k].double().reshape(-1)
+            g_new = (torch.zeros_like(params[name]) if shifted is None else shifted).detach().double().reshape(-1)
+            l2.append((g - g_new).norm().item())
+            norms = g.norm() * g_new.norm()
+            cosine.append((g @ g_new / norms).item() if norms > 0 else float("nan"))
+            grad_norm.append(g.norm().item())
     return GradientICS(l2=np.asarray(l2), cosine=np.asarray(cosine), grad_norm=np.asarray(grad_norm))
+
+
+def _weight_positions(layers: Sequence[nn.Module], named: list[tuple[str, nn.Parameter]]) -> list[int]:
+    """The position in ``named`` (the model's ``named_parameters()``) of each layer's ``weight``."""
+    position = {id(p): k for k, (_, p) in enumerate(named)}
+    indices = []
+    for i, layer in enumerate(layers):
+        weight = getattr(layer, "weight", None)
+        if not isinstance(weight, nn.Parameter) or id(weight) not in position:
+            raise ValueError(f"layers[{i}] ({type(layer).__name__}) has no weight parameter that belongs to the model; "
+                             "pass submodules of the model with a .weight, such as its Linear layers.")
+        indices.append(position[id(weight)])
+    return indices

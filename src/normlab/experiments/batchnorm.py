@@ -37,8 +37,16 @@ import torch
 from torch import nn
 
 from normlab import data, models, train
+from normlab.experiments._common import (  # re-exported: the chapter's notebook and tests use them from here
+    HIDDEN,
+    NORMS,
+    median_drift,
+    sigmoid_mlp,
+    steps_to_accuracy,
+    width_change,
+)
 from normlab.layers import BatchNorm1d
-from normlab.probes import ActivationPercentiles
+from normlab.probes import ActivationPercentiles, in_mode
 
 __all__ = [
     "BatchSizeRecord",
@@ -59,23 +67,6 @@ __all__ = [
     "trainable_span",
     "width_change",
 ]
-
-NORMS = ("none", "batch")
-HIDDEN = (100, 100, 100)
-
-
-def sigmoid_mlp(norm: str, num_features: int, num_classes: int, seed: int) -> nn.Sequential:
-    """The paper's §4.1 network: 3 hidden layers of 100 sigmoid units, BN (``norm="batch"``)
-    between each hidden Linear and its sigmoid, or none (``norm="none"``).
-
-    The Linear layers get the same seeded initial weights with or without BN (BN's own
-    γ = 1, β = 0 are not drawn from the generator), so the two networks start from the
-    same point. Used in chapter "Batch normalization".
-    """
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {list(NORMS)}; got {norm!r}.")
-    factory = BatchNorm1d if norm == "batch" else None
-    return models.mlp(num_features, HIDDEN, num_classes, activation="sigmoid", norm=factory, seed=seed)
 
 
 def _sigmoid_input_probe(net: nn.Sequential, probe: torch.Tensor, units: Sequence[int], every: int
@@ -145,43 +136,6 @@ def sigmoid_mlp_with_and_without_bn(seed: int = 0, steps: int = 2000, lr: float 
         probe_steps=p1.steps, percentiles_without_bn=p0.percentiles, percentiles_with_bn=p1.percentiles,
         q=np.asarray(q, dtype=np.float64), units=np.asarray(units), lr=lr, batch_size=batch_size,
         history_without_bn=h0, history_with_bn=h1)
-
-
-def steps_to_accuracy(eval_steps: np.ndarray, accuracy: np.ndarray, target: float) -> float:
-    """The first evaluated step at which ``accuracy`` reaches ``target`` (inf if it never does)."""
-    reached = np.nonzero(np.asarray(accuracy) >= target)[0]
-    return float(eval_steps[reached[0]]) if reached.size else float("inf")
-
-
-def median_drift(percentiles: np.ndarray, probe_steps: np.ndarray, q: np.ndarray, since: int = 100) -> float:
-    """How far the median of a sigmoid input wanders during training, averaged over units.
-
-    For each unit, the range (max − min) of its 50th percentile over the probe steps
-    from ``since`` on; then the mean over units. The first steps are left out because
-    the BN network is probed in eval mode: its running estimates start at mean 0 and
-    variance 1 and move with momentum 0.1, so before about 100 steps (0.9¹⁰⁰ ≈ 3·10⁻⁵)
-    its eval-mode sigmoid inputs still reflect those initial values, not the network.
-    """
-    if 50 not in np.asarray(q):
-        raise ValueError(f"median_drift needs the 50th percentile among the recorded q; got q={list(q)}.")
-    median = int(np.nonzero(np.asarray(q) == 50)[0][0])
-    later = np.asarray(probe_steps) >= since
-    track = percentiles[later, :, median]
-    return float(np.mean(track.max(axis=0) - track.min(axis=0)))
-
-
-def width_change(percentiles: np.ndarray, probe_steps: np.ndarray, q: np.ndarray, since: int = 100) -> float:
-    """How much the width of a sigmoid input's distribution changes during training.
-
-    The width is the distance between the highest and the lowest recorded percentile
-    (85th − 15th by default); for each unit, the ratio of its largest to its smallest
-    width over the probe steps from ``since`` on (1 means constant); then the mean over
-    units. ``since`` as in :func:`median_drift`.
-    """
-    q = np.asarray(q)
-    later = np.asarray(probe_steps) >= since
-    width = percentiles[later, :, int(np.argmax(q))] - percentiles[later, :, int(np.argmin(q))]
-    return float(np.mean(width.max(axis=0) / width.min(axis=0)))
 
 
 def bn_reaches_accuracy_faster(record: SigmoidMLPRecord, target: float = 0.9, factor: float = 5.0) -> bool:
@@ -427,12 +381,9 @@ def _accuracy_with_population_stats(net: nn.Module, ds: data.Dataset) -> float:
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
-    net.train()
-    with torch.no_grad():
+    with in_mode(net, training=True), torch.no_grad():
         net(ds.x_train.to(device))  # one full-batch pass; each layer sees the previous layer's full-batch output
-        net.eval()
-        predictions = net(ds.x_test.to(device)).argmax(dim=1).cpu()
-    return float((predictions == ds.y_test).float().mean())
+    return train.evaluate(net, ds.to(device))[1]
 
 
 def _smallest_and_largest(record: BatchSizeRecord) -> tuple[int, int]:

@@ -10,6 +10,7 @@ import torch
 from torch.func import functional_call, grad, jvp
 
 from normlab import data, models, preprocessing, quadratic, train
+from normlab.probes import in_mode
 
 
 @dataclass
@@ -185,11 +186,8 @@ def hidden_layer_drift(seed: int = 0, steps: int = 600, lr: float = 0.1, hidden:
         outputs = []
         handles = [layer.register_forward_hook(lambda m, i, o: outputs.append(o.detach()))
                    for layer in layers]
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        with in_mode(model, training=False), torch.no_grad():
             model(probe.to(next(model.parameters()).device))
-        model.train(was_training)
         for h in handles:
             h.remove()
         recorded_steps.append(step)

@@ -9,7 +9,7 @@ The two network experiments use scikit-learn's 8x8 digits (:func:`normlab.data.d
 with plain minibatch SGD, batch 60:
 
 - :func:`noisy_batchnorm_experiment`: the sigmoid MLP of chapter "Batch normalization in
-  practice" (:func:`normlab.experiments.batchnorm.sigmoid_mlp`), trained four ways:
+  practice" (:func:`normlab.experiments._common.sigmoid_mlp`), trained four ways:
   without BN, with BN, with noisy BN (:class:`normlab.layers.NoisyBatchNorm1d`: a
   random shift and rescaling of every unit, redrawn at every step) and with the same
   noise but no BN (:class:`normlab.layers.ShiftNoise`). It records test accuracy and the
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from normlab import data, models, train
-from normlab.experiments import batchnorm as bn_exp
+from normlab.experiments._common import HIDDEN, median_drift, sigmoid_mlp, steps_to_accuracy, width_change
 from normlab.layers import BatchNorm1d, NoisyBatchNorm1d, ShiftNoise
 from normlab.probes import GradientICS, gradient_ics
 
@@ -152,7 +152,7 @@ NETWORKS = ("none", "batch", "noisy_batch", "noisy_none")
 
 def noisy_sigmoid_mlp(network: str, num_features: int, num_classes: int, seed: int, n_mu: float = 1.0,
                       n_sigma: float = 4.0, noise_seed: int = 0) -> nn.Sequential:
-    """The sigmoid MLP of :func:`normlab.experiments.batchnorm.sigmoid_mlp` (3 × 100 units),
+    """The sigmoid MLP of :func:`normlab.experiments._common.sigmoid_mlp` (3 × 100 units),
     as ``network`` = ``"none"``, ``"batch"``, ``"noisy_batch"`` (NoisyBatchNorm1d between
     each hidden Linear and its sigmoid) or ``"noisy_none"`` (the same ShiftNoise, no BN).
 
@@ -162,7 +162,7 @@ def noisy_sigmoid_mlp(network: str, num_features: int, num_classes: int, seed: i
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {list(NETWORKS)}; got {network!r}.")
     if network in ("none", "batch"):
-        return bn_exp.sigmoid_mlp(network, num_features, num_classes, seed)
+        return sigmoid_mlp(network, num_features, num_classes, seed)
     generator = torch.Generator().manual_seed(noise_seed)
     if network == "noisy_batch":
         def factory(width: int) -> nn.Module:
@@ -170,7 +170,7 @@ def noisy_sigmoid_mlp(network: str, num_features: int, num_classes: int, seed: i
     else:
         def factory(width: int) -> nn.Module:
             return ShiftNoise(width, n_mu, n_sigma, generator)
-    return models.mlp(num_features, bn_exp.HIDDEN, num_classes, activation="sigmoid", norm=factory, seed=seed)
+    return models.mlp(num_features, HIDDEN, num_classes, activation="sigmoid", norm=factory, seed=seed)
 
 
 class _TrainingInputPercentiles:
@@ -247,7 +247,7 @@ def noisy_batchnorm_experiment(seed: int = 0, steps: int = 1000, lr: float = 1.0
     for network in NETWORKS:
         net = noisy_sigmoid_mlp(network, ds.num_features, ds.num_classes, seed, n_mu, n_sigma, noise_seed=seed)
         recorders = [_TrainingInputPercentiles(getattr(net, f"act{layer}"), units, q, probe_every)
-                     for layer in range(len(bn_exp.HIDDEN))]
+                     for layer in range(len(HIDDEN))]
         try:
             history = train.train(net, ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                                   eval_every=eval_every, progress=progress, device="cpu",
@@ -266,12 +266,12 @@ def noisy_batchnorm_experiment(seed: int = 0, steps: int = 1000, lr: float = 1.0
 def distribution_shift(record: NoisyBNRecord, network: str, since: int = 100) -> float:
     """How far the median of the hidden sigmoid inputs wanders, in the training minibatches.
 
-    :func:`normlab.experiments.batchnorm.median_drift` (range of each unit's median over
+    :func:`normlab.experiments._common.median_drift` (range of each unit's median over
     the probes from step ``since`` on, averaged over units) for each hidden layer, then
     averaged over layers. In units of the sigmoid's input.
     """
     p = record.percentiles[network]
-    return float(np.mean([bn_exp.median_drift(p[:, layer], record.probe_steps, record.q, since)
+    return float(np.mean([median_drift(p[:, layer], record.probe_steps, record.q, since)
                           for layer in range(p.shape[1])]))
 
 
@@ -292,9 +292,9 @@ def step_to_step_shift(record: NoisyBNRecord, network: str) -> float:
 
 def width_shift(record: NoisyBNRecord, network: str, since: int = 100) -> float:
     """How much the width (85th − 15th percentile) of the hidden sigmoid inputs changes:
-    :func:`normlab.experiments.batchnorm.width_change` per hidden layer, averaged over layers."""
+    :func:`normlab.experiments._common.width_change` per hidden layer, averaged over layers."""
     p = record.percentiles[network]
-    return float(np.mean([bn_exp.width_change(p[:, layer], record.probe_steps, record.q, since)
+    return float(np.mean([width_change(p[:, layer], record.probe_steps, record.q, since)
                           for layer in range(p.shape[1])]))
 
 
@@ -315,7 +315,7 @@ def noisy_bn_still_trains_fast(record: NoisyBNRecord, target: float = 0.9, withi
     """Claim: noise barely hurts the BN network. Noisy BN reaches ``target`` test accuracy
     within ``within`` steps, at least ``faster_than_none`` times sooner than the network
     without BN, and ends within ``final_gap`` of BN's final test accuracy."""
-    steps = {n: bn_exp.steps_to_accuracy(record.eval_steps, record.accuracy[n], target) for n in NETWORKS}
+    steps = {n: steps_to_accuracy(record.eval_steps, record.accuracy[n], target) for n in NETWORKS}
     gap = abs(float(record.accuracy["batch"][-1] - record.accuracy["noisy_batch"][-1]))
     return bool(steps["noisy_batch"] <= within and steps["none"] >= faster_than_none * steps["noisy_batch"]
                 and gap <= final_gap)
@@ -325,8 +325,8 @@ def noise_does_not_break_the_network_without_bn(record: NoisyBNRecord, target: f
     """Claim (contrary to the paper's finding, at this scale and with this noise): the network
     without BN but with the noise reaches ``target`` test accuracy, and no later than the
     same network without the noise."""
-    noisy = bn_exp.steps_to_accuracy(record.eval_steps, record.accuracy["noisy_none"], target)
-    clean = bn_exp.steps_to_accuracy(record.eval_steps, record.accuracy["none"], target)
+    noisy = steps_to_accuracy(record.eval_steps, record.accuracy["noisy_none"], target)
+    clean = steps_to_accuracy(record.eval_steps, record.accuracy["none"], target)
     return bool(np.isfinite(noisy) and noisy <= clean)
 
 

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from normlab import data, models, train
-from normlab.experiments.batchnorm import HIDDEN
+from normlab.experiments._common import HIDDEN
 from normlab.layers import (
     BatchNorm1d,
     BatchNorm2d,
@@ -512,7 +512,9 @@ def rnn_hidden_statistics(gains: Sequence[float] = (1.0, 3.0), seed: int = 0, le
     squared error over those steps (predicting 0 scores 1). Both networks start from the same
     seeded weights and see the same sequences, trained by Adam at ``lr`` for ``steps`` steps of
     ``batch_size`` sequences. Statistics over time steps are measured on ``test_sequences``
-    held-out sequences.
+    held-out sequences. It trains with its own loop, not :func:`normlab.train.train`: the
+    sequences are drawn afresh at every step (there is no fixed training set to sample) and
+    the loss counts only the time steps t ≥ ``delay``.
     Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
     """
     test_x, test_y = delayed_copy(test_sequences, length, delay, torch.Generator().manual_seed(10_000 + seed))
@@ -527,6 +529,8 @@ def rnn_hidden_statistics(gains: Sequence[float] = (1.0, 3.0), seed: int = 0, le
                 std_init[i, j], summed_init[i, j], _, _ = _rnn_probe(net, test_x)
                 opt = torch.optim.Adam(net.parameters(), lr=lr)
                 generator = torch.Generator().manual_seed(seed)
+                # own loop: train.train takes a fixed Dataset of (n, features) rows and a loss over whole
+                # outputs; the RNN draws fresh sequences every step and scores only the steps t ≥ delay.
                 for k in range(steps):
                     x, y = delayed_copy(batch_size, length, delay, generator)
                     loss = ((net(x)[0] - y)[:, delay:] ** 2).mean()
@@ -682,7 +686,9 @@ def comparison_measurements(seed: int = 0, features: int = 16, batch: int = 8) -
     """The small computations behind the chapter's comparison table (see :class:`ComparisonRecord`).
 
     Float64 throughout; BN and LN layers get a few SGD steps on a random regression so that
-    BN's running estimates differ from the batch statistics as they do in practice.
+    BN's running estimates differ from the batch statistics as they do in practice. Those
+    20 steps are their own loop, not :func:`normlab.train.train`: fresh random batches, no
+    dataset, nothing recorded.
     Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
     """
     g = torch.Generator().manual_seed(seed)
@@ -691,6 +697,8 @@ def comparison_measurements(seed: int = 0, features: int = 16, batch: int = 8) -
     for name, layer in (("batch", BatchNorm1d(features, dtype=F64)), ("layer", LayerNorm(features, dtype=F64))):
         net = nn.Sequential(nn.Linear(features, features, dtype=F64), layer)
         opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        # own loop: 20 full-batch steps on batches drawn afresh, only to move BN's running estimates
+        # away from the batch statistics; there is no dataset, test split or record to keep.
         for _ in range(20):
             xb = 2.0 + 3.0 * torch.randn(batch, features, generator=g, dtype=F64)
             loss = (net(xb) - xb.flip(1)).pow(2).mean()

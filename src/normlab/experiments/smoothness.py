@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from normlab import data, landscape, models
+from normlab import data, landscape, models, probes, train
+from normlab.experiments._common import HIDDEN
 from normlab.layers import LpBatchNorm1d
 
 __all__ = [
@@ -309,7 +310,6 @@ class LandscapeRecord:
     state: dict = field(default_factory=dict, repr=False)
 
 
-HIDDEN = (100, 100, 100)
 ETAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 
 
@@ -327,42 +327,40 @@ def landscape_over_training(norm: str, seed: int = 0, steps: int = 600, lr: floa
     """
     ds = data.digits(seed=seed)
     net = models.mlp(ds.num_features, HIDDEN, ds.num_classes, activation="relu", norm=make_norm(norm), seed=seed)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     probe = torch.randperm(len(ds.x_train), generator=generator)[:probe_size]
     probe_x, probe_y = ds.x_train[probe], ds.y_train[probe]
-    rows, losses, xhat_std = [], [], []
+    batches = data.epoch_batches(len(ds.x_train), batch_size, generator)  # the same generator, after the probe
+    rows, xhat_std = [], []
     first_norm = getattr(net, "norm0", None)
-    order = torch.randperm(len(ds.x_train), generator=generator)
-    cursor = 0
-    for step in range(steps + 1):
-        if cursor + batch_size > len(order):
-            order, cursor = torch.randperm(len(ds.x_train), generator=generator), 0
-        idx = order[cursor:cursor + batch_size]
-        cursor += batch_size
-        x, y = ds.x_train[idx], ds.y_train[idx]
-        if step % every == 0:
-            theta = landscape.flat_parameters(net)
-            measures = landscape.gradient_direction_measures(landscape.flat_loss(net, x, y), theta, etas)
-            lam = landscape.top_hessian_eigenvalue(landscape.flat_loss(net, probe_x, probe_y), theta,
-                                                   iterations=eigen_iterations, seed=seed)
-            rows.append((step, measures.loss_variation, measures.gradient_predictiveness,
-                         measures.effective_beta, measures.gradient_norm, lam))
-            if first_norm is not None:
-                xhat_std.append(_xhat_std(net, first_norm, probe_x))
-        if step == steps:
-            break
-        net.train()
-        loss = nn.functional.cross_entropy(net(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    net.eval()
-    with torch.no_grad():
-        accuracy = float((net(ds.x_test).argmax(1) == ds.y_test).float().mean())
+
+    def measure_landscape(step: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        theta = landscape.flat_parameters(net)
+        measures = landscape.gradient_direction_measures(landscape.flat_loss(net, x, y), theta, etas)
+        lam = landscape.top_hessian_eigenvalue(landscape.flat_loss(net, probe_x, probe_y), theta,
+                                               iterations=eigen_iterations, seed=seed)
+        rows.append((step, measures.loss_variation, measures.gradient_predictiveness,
+                     measures.effective_beta, measures.gradient_norm, lam))
+
+    def before_update(step: int, _net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        if (step - 1) % every == 0:  # parameters after step − 1 updates, on the batch of step
+            measure_landscape(step - 1, x, y)
+
+    def after_update(step: int, _net: nn.Module, _loss: float) -> None:
+        # x̂ is probed between updates, as the landscape is: its forward pass moves the running
+        # estimates of the deeper normalization layers, so it must come before the next step's.
+        if first_norm is not None and step % every == 0:
+            xhat_std.append(_xhat_std(net, first_norm, probe_x))
+
+    after_update(0, net, math.nan)
+    history = train.train(net, ds, steps=steps, lr=lr, seed=seed, eval_every=steps, batches=batches,
+                          before_step=[before_update], hooks=[after_update], progress=False, device="cpu",
+                          divergence_threshold=math.inf)
+    if steps % every == 0:
+        x_next = next(batches)  # the batch the next step would train on, as at every other measurement
+        measure_landscape(steps, ds.x_train[x_next], ds.y_train[x_next])
     cols = [np.array(c) for c in zip(*rows)]
-    return LandscapeRecord(norm, lr, cols[0].astype(int), *cols[1:], np.array(losses), accuracy,
+    return LandscapeRecord(norm, lr, cols[0].astype(int), *cols[1:], history.loss, history.final_test_accuracy,
                            np.array(xhat_std) if xhat_std else np.zeros((0, 0)),
                            {k: v.clone() for k, v in net.state_dict().items()})
 
@@ -372,14 +370,13 @@ def _xhat_std(net: nn.Module, layer: nn.Module, x: torch.Tensor) -> np.ndarray:
     """Std over the batch of x̂ = (BN output − β)/γ of ``layer``, per unit, with batch statistics."""
     captured = []
     handle = layer.register_forward_hook(lambda m, i, o: captured.append((o - m.bias) / m.weight))
-    was_training, tracking = net.training, getattr(layer, "track_running_stats", False)
-    net.train()
+    tracking = getattr(layer, "track_running_stats", False)
     layer.track_running_stats = False
     try:
-        net(x)
+        with probes.in_mode(net, training=True):
+            net(x)
     finally:
         layer.track_running_stats = tracking
-        net.train(was_training)
         handle.remove()
     return captured[0].std(0, unbiased=False).numpy()
 

@@ -27,6 +27,7 @@ tests assert exactly the same thing.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -36,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normlab import data, models
+from normlab import data, models, train
+from normlab.experiments._common import as_float64
 from normlab.layers import BatchNorm1d
 from normlab.scale_invariance import equilibrium_relative_update, radial_cosine, scale_invariant_weights
 
@@ -75,10 +77,9 @@ def bn_mlp(num_features: int, num_classes: int, seed: int, eps: float = 1e-5) ->
     return models.mlp(num_features, HIDDEN, num_classes, activation="relu", norm=norm, seed=seed).to(DTYPE)
 
 
-def _dataset(seed: int) -> data.Dataset:
-    ds = data.digits(seed=seed)
-    return data.Dataset(name=ds.name, x_train=ds.x_train.to(DTYPE), y_train=ds.y_train,
-                        x_test=ds.x_test.to(DTYPE), y_test=ds.y_test, num_classes=ds.num_classes)
+def _digits_float64(seed: int) -> data.Dataset:
+    """The chapter's data: digits split by ``seed``, features in float64 like :func:`bn_mlp`."""
+    return as_float64(data.digits(seed=seed))
 
 
 def _loss_and_grads(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
@@ -124,7 +125,7 @@ def scale_invariance_on_network(seed: int = 0, scales: Sequence[float] = (1e-3, 
     batch variance of the scaled pre-activations is large compared to ε.
     Used in chapter "Weight decay in scale-invariant networks".
     """
-    ds = _dataset(seed)
+    ds = _digits_float64(seed)
     idx = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(seed))[:batch_size]
     x, y = ds.x_train[idx], ds.y_train[idx]
     scales = np.asarray(scales, dtype=np.float64)
@@ -185,7 +186,7 @@ def eps_breaks_invariance_at_small_scale(record: InvarianceRecord, small: float 
 
 
 # ----------------------------------------------------------------------------
-# Shared training loop: plain SGD with per-group learning rate and weight decay
+# Training: normlab.train.train with per-group learning rate and weight decay
 
 
 @dataclass
@@ -199,64 +200,49 @@ class _Run:
     final_weights: list[np.ndarray]
 
 
-def _accuracy(net: nn.Module, ds: data.Dataset) -> float:
-    net.eval()
-    with torch.no_grad():
-        acc = (net(ds.x_test).argmax(1) == ds.y_test).double().mean().item()
-    net.train()
-    return acc
+def _param_groups(net: nn.Sequential, lr: float, weight_decay: float, invariant_lr: float | None,
+                  decay_bn_affine: bool) -> list[dict]:
+    """Three SGD groups: the scale-invariant weights (at ``invariant_lr`` if given), BN's γ and β
+    (decayed only if ``decay_bn_affine``), and every other parameter."""
+    invariant = list(scale_invariant_weights(net).values())
+    affine = [p for name, p in net.named_parameters() if name.startswith("norm")]
+    taken = {id(p) for p in invariant + affine}
+    others = [p for p in net.parameters() if id(p) not in taken]
+    return [{"params": invariant, "lr": invariant_lr if invariant_lr is not None else lr, "weight_decay": weight_decay},
+            {"params": others, "lr": lr, "weight_decay": weight_decay},
+            {"params": affine, "lr": lr, "weight_decay": weight_decay if decay_bn_affine else 0.0}]
 
 
-def _sgd(net: nn.Sequential, ds: data.Dataset, *, steps: int, lr: float, batch_size: int, seed: int,
-         weight_decay: float = 0.0, invariant_lr: float | None = None, decay_bn_affine: bool = True,
-         eval_every: int = 100) -> _Run:
-    """Plain minibatch SGD; the scale-invariant weights may get their own learning rate.
+def _sgd_with_norms(net: nn.Sequential, ds: data.Dataset, *, steps: int, lr: float, batch_size: int, seed: int,
+                    weight_decay: float = 0.0, invariant_lr: float | None = None, decay_bn_affine: bool = True,
+                    eval_every: int = 100) -> _Run:
+    """Plain minibatch SGD by :func:`normlab.train.train`, recording ‖W‖ and ‖∇L‖ of the scale-invariant weights.
 
-    Minibatches: a fresh permutation of the training set each epoch, drawn from a
-    generator seeded by ``seed`` (as :func:`normlab.train.train`). Weight decay is torch's
+    The scale-invariant weights may get their own learning rate. Weight decay is torch's
     coupled L2 term (w ← w − η(g + λw)), on every parameter, or on all but BN's γ and β
-    when ``decay_bn_affine`` is False.
+    when ``decay_bn_affine`` is False. ‖∇L‖ is read between ``backward()`` and the step
+    (the loss's gradient alone, before the decay term is added); ‖W‖ after each step.
     """
-    invariant = scale_invariant_weights(net)
-    invariant_ids = {id(p) for p in invariant.values()}
-    affine_ids = {id(p) for name, p in net.named_parameters() if name.startswith("norm")}
-    groups = [{"params": list(invariant.values()), "lr": invariant_lr if invariant_lr is not None else lr,
-               "weight_decay": weight_decay}]
-    others = [p for p in net.parameters() if id(p) not in invariant_ids and id(p) not in affine_ids]
-    affine = [p for p in net.parameters() if id(p) in affine_ids]
-    groups.append({"params": others, "lr": lr, "weight_decay": weight_decay})
-    groups.append({"params": affine, "lr": lr, "weight_decay": weight_decay if decay_bn_affine else 0.0})
-    opt = torch.optim.SGD(groups, lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    n = len(ds.x_train)
-    per_epoch = n // batch_size
-    layers = list(invariant.values())
-    losses = np.zeros(steps)
+    layers = list(scale_invariant_weights(net).values())
     norms = np.zeros((len(layers), steps + 1))
     grad_norms = np.zeros((len(layers), steps))
     norms[:, 0] = [w.detach().norm().item() for w in layers]
-    eval_steps, accuracy = [0], [_accuracy(net, ds)]
-    order = torch.empty(0, dtype=torch.int64)
-    for step in range(1, steps + 1):
-        position = (step - 1) % per_epoch
-        if position == 0:
-            order = torch.randperm(n, generator=generator)
-        batch = order[position * batch_size:(position + 1) * batch_size]
-        loss = F.cross_entropy(net(ds.x_train[batch]), ds.y_train[batch])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        losses[step - 1] = loss.item()
-        with torch.no_grad():
-            grad_norms[:, step - 1] = torch.stack([w.grad.norm() for w in layers]).numpy()
-        opt.step()
-        with torch.no_grad():
-            norms[:, step] = torch.stack([w.norm() for w in layers]).numpy()
-        if step % eval_every == 0 or step == steps:
-            eval_steps.append(step)
-            accuracy.append(_accuracy(net, ds))
+
+    @torch.no_grad()
+    def record_gradients(step: int, _net: nn.Module, _x: torch.Tensor, _y: torch.Tensor) -> None:
+        grad_norms[:, step - 1] = torch.stack([w.grad.norm() for w in layers]).numpy()
+
+    @torch.no_grad()
+    def record_norms(step: int, _net: nn.Module, _loss: float) -> None:
+        norms[:, step] = torch.stack([w.norm() for w in layers]).numpy()
+
+    history = train.train(net, ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=eval_every,
+                          param_groups=_param_groups(net, lr, weight_decay, invariant_lr, decay_bn_affine),
+                          before_step=[record_gradients], hooks=[record_norms], progress=False, device="cpu",
+                          divergence_threshold=math.inf)
     gammas = [m.weight.detach().mean().item() for name, m in net.named_children() if name.startswith("norm")]
-    return _Run(loss=losses, norms=norms, grad_norms=grad_norms, eval_steps=np.asarray(eval_steps),
-                test_accuracy=np.asarray(accuracy), final_gamma_mean=np.asarray(gammas),
+    return _Run(loss=history.loss, norms=norms, grad_norms=grad_norms, eval_steps=history.eval_steps,
+                test_accuracy=history.test_accuracy, final_gamma_mean=np.asarray(gammas),
                 final_weights=[w.detach().numpy().copy() for w in layers])
 
 
@@ -296,7 +282,7 @@ def rescaled_training(seed: int = 0, scales: Sequence[float] = (1e-3, 1e-1, 10.0
     this when c is small enough that the pre-activations' batch variance approaches ε.
     Used in chapter "Weight decay in scale-invariant networks".
     """
-    ds = _dataset(seed)
+    ds = _digits_float64(seed)
     scales = np.asarray(scales, dtype=np.float64)
     ref_loss = np.zeros((len(eps_values), steps))
     loss = np.zeros((len(eps_values), len(scales), steps))
@@ -304,7 +290,7 @@ def rescaled_training(seed: int = 0, scales: Sequence[float] = (1e-3, 1e-1, 10.0
     dir_dev = np.zeros_like(loss_dev)
     for e, eps in enumerate(eps_values):
         net = bn_mlp(ds.num_features, ds.num_classes, seed, eps=eps)
-        reference = _sgd(copy.deepcopy(net), ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+        reference = _sgd_with_norms(copy.deepcopy(net), ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                          eval_every=steps)
         ref_loss[e] = reference.loss
         for k, c in enumerate(scales):
@@ -312,7 +298,7 @@ def rescaled_training(seed: int = 0, scales: Sequence[float] = (1e-3, 1e-1, 10.0
             with torch.no_grad():
                 for w in scale_invariant_weights(scaled).values():
                     w.mul_(c)
-            run = _sgd(scaled, ds, steps=steps, lr=lr, invariant_lr=c * c * lr, batch_size=batch_size,
+            run = _sgd_with_norms(scaled, ds, steps=steps, lr=lr, invariant_lr=c * c * lr, batch_size=batch_size,
                        seed=seed, eval_every=steps)
             loss[e, k] = run.loss
             loss_dev[e, k] = np.max(np.abs(run.loss - reference.loss))
@@ -379,9 +365,9 @@ def weight_decay_sweep(seed: int = 0, weight_decays: Sequence[float] = (0.0, 1e-
     and the final mean of γ.
     Used in chapter "Weight decay in scale-invariant networks".
     """
-    ds = _dataset(seed)
+    ds = _digits_float64(seed)
     net = bn_mlp(ds.num_features, ds.num_classes, seed)
-    runs = [_sgd(copy.deepcopy(net), ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed, weight_decay=wd,
+    runs = [_sgd_with_norms(copy.deepcopy(net), ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed, weight_decay=wd,
                  eval_every=eval_every, decay_bn_affine=decay_bn_affine) for wd in weight_decays]
     norms = np.stack([r.norms for r in runs])
     grads = np.stack([r.grad_norms for r in runs])

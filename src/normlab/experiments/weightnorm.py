@@ -29,6 +29,7 @@ the tests assert exactly the same thing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normlab import data, models, train
+from normlab.experiments._common import as_float64
 from normlab.layers import (
     MeanOnlyBatchNorm1d,
     WeightNormLinear,
@@ -202,7 +204,11 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _check_formulas(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Largest relative error of the closed-form ∇g, ∇v against autograd, over the layers."""
+    """Largest relative error of the closed-form ∇g, ∇v against autograd, over the layers.
+
+    Leaves every ``.grad`` as it found it (:func:`torch.autograd.grad` throughout), so it can
+    run between a training step's ``backward()`` and its update.
+    """
     layers = weight_norm_layers(net)
     ws = [layer.weight.detach().clone().requires_grad_() for layer in layers]
     h = x
@@ -214,13 +220,11 @@ def _check_formulas(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> flo
         else:
             h = module(h)
     grad_ws = torch.autograd.grad(F.cross_entropy(h, y), ws)
-    net.zero_grad(set_to_none=True)
-    F.cross_entropy(net(x), y).backward()
+    autograd_gv = torch.autograd.grad(F.cross_entropy(net(x), y), [t for layer in layers for t in (layer.g, layer.v)])
     errors = []
-    for layer, grad_w in zip(layers, grad_ws):
+    for k, (layer, grad_w) in enumerate(zip(layers, grad_ws)):
         grad_g, grad_v = weight_norm_grads(layer.v.detach(), layer.g.detach(), grad_w)
-        errors += [_relative_error(grad_g, layer.g.grad), _relative_error(grad_v, layer.v.grad)]
-    net.zero_grad(set_to_none=True)
+        errors += [_relative_error(grad_g, autograd_gv[2 * k]), _relative_error(grad_v, autograd_gv[2 * k + 1])]
     return max(errors)
 
 
@@ -233,61 +237,63 @@ def norm_growth(seed: int = 0, lrs: Sequence[float] = (0.1, 1.0, 10.0), steps: i
     row of every layer, the error of the identity ‖v_{t+1}‖² = ‖v_t‖² + η²‖∇v L‖², and
     the cosine between v and ∇v L; every ``check_every`` steps it compares
     :func:`weight_norm_grads` with autograd. Float64 so that "holds to float precision"
-    means about 1e-16, far below the size of the growth term.
+    means about 1e-16, far below the size of the growth term. A run whose loss turns
+    non-finite stops there (:func:`normlab.train.train`); its later entries are NaN.
     Used in chapter "WeightNorm and scaled WeightNorm", section "Gradients".
     """
-    ds = data.digits(seed=seed)
-    x_all, y_all = ds.x_train.double(), ds.y_train
-    generator_seed = seed
-    sq_norms, id_err, growth, cosines, f_err, losses = [], [], [], [], [], []
+    ds = as_float64(data.digits(seed=seed))
     formula_steps = np.arange(0, steps, check_every)
-    names: list[str] = []
-    for lr in lrs:
-        net = weight_norm_mlp(ds.num_features, hidden, ds.num_classes, init="default", seed=seed).double()
-        layers = weight_norm_layers(net)
-        names = [name for name, m in net.named_children() if isinstance(m, WeightNormLinear)]
-        gen = torch.Generator().manual_seed(generator_seed)
-        order = torch.randperm(len(x_all), generator=gen)
-        position = 0
-        run_sq = [[float(layer.v.detach().pow(2).sum(1).mean()) for layer in layers]]
-        run_err, run_growth, run_cos, run_f, run_loss = [], [], [], [], []
-        for step in range(steps):
-            if position + batch_size > len(x_all):
-                order, position = torch.randperm(len(x_all), generator=gen), 0
-            batch = order[position:position + batch_size]
-            position += batch_size
-            x, y = x_all[batch], y_all[batch]
-            if step in formula_steps:
-                run_f.append(_check_formulas(net, x, y))
-            loss = F.cross_entropy(net(x), y)
-            net.zero_grad(set_to_none=True)
-            loss.backward()
-            before = [layer.v.detach().pow(2).sum(1) for layer in layers]
-            grad_sq = [layer.v.grad.pow(2).sum(1) for layer in layers]
-            cos = [((layer.v.grad * layer.v.detach()).sum(1).abs()
-                    / (layer.v.grad.norm(dim=1) * layer.v.detach().norm(dim=1)).clamp_min(1e-300)).max()
-                   for layer in layers]
-            with torch.no_grad():
-                for p in net.parameters():
-                    p -= lr * p.grad
-            after = [layer.v.detach().pow(2).sum(1) for layer in layers]
-            err = max(float(((a - b - lr**2 * gs).abs() / b).max()) for a, b, gs in zip(after, before, grad_sq))
-            rel = torch.cat([lr**2 * gs / b for b, gs in zip(before, grad_sq)])
-            run_err.append(err)
-            run_growth.append(float(rel.median()))
-            run_cos.append(float(max(cos)))
-            run_loss.append(loss.item())
-            run_sq.append([float(a.mean()) for a in after])
-        sq_norms.append(run_sq)
-        id_err.append(run_err)
-        growth.append(run_growth)
-        cosines.append(run_cos)
-        f_err.append(run_f)
-        losses.append(run_loss)
+    runs = [_norm_growth_run(ds, lr, seed, steps, batch_size, hidden, formula_steps) for lr in lrs]
+    stacked = {key: np.asarray([_padded(run[key], length) for run in runs]) for key, length in
+               (("sq", steps + 1), ("err", steps), ("growth", steps), ("cos", steps), ("formula", len(formula_steps)),
+                ("loss", steps))}
     return NormGrowthRecord(
-        lrs=np.asarray(lrs, dtype=np.float64), sq_norm=np.asarray(sq_norms), identity_error=np.asarray(id_err),
-        relative_growth=np.asarray(growth), max_cosine=np.asarray(cosines), formula_steps=formula_steps,
-        formula_error=np.asarray(f_err), train_loss=np.asarray(losses), layer_names=names)
+        lrs=np.asarray(lrs, dtype=np.float64), sq_norm=stacked["sq"], identity_error=stacked["err"],
+        relative_growth=stacked["growth"], max_cosine=stacked["cos"], formula_steps=formula_steps,
+        formula_error=stacked["formula"], train_loss=stacked["loss"], layer_names=runs[0]["names"])
+
+
+def _padded(values: Sequence, length: int) -> np.ndarray:
+    """``values`` as an array of ``length`` rows, NaN after the last step a diverged run took."""
+    values = np.asarray(values, dtype=np.float64)
+    padded = np.full((length, *values.shape[1:]), np.nan)
+    padded[: len(values)] = values
+    return padded
+
+
+def _norm_growth_run(ds: data.Dataset, lr: float, seed: int, steps: int, batch_size: int, hidden: Sequence[int],
+                     formula_steps: np.ndarray) -> dict:
+    """One run of :func:`norm_growth` at ``lr`` by :func:`normlab.train.train` (SGD: p ← p − η∇p L),
+    measuring v and ∇v L between ``backward()`` and the update."""
+    net = weight_norm_mlp(ds.num_features, hidden, ds.num_classes, init="default", seed=seed).double()
+    layers = weight_norm_layers(net)
+    run: dict = {"sq": [[float(layer.v.detach().pow(2).sum(1).mean()) for layer in layers]], "err": [],
+                 "growth": [], "cos": [], "formula": [], "names": [name for name, m in net.named_children()
+                                                                 if isinstance(m, WeightNormLinear)]}
+    before: list[torch.Tensor] = []
+    grad_sq: list[torch.Tensor] = []
+
+    def before_update(step: int, _net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        if step - 1 in formula_steps:
+            run["formula"].append(_check_formulas(net, x, y))
+        before[:] = [layer.v.detach().pow(2).sum(1) for layer in layers]
+        grad_sq[:] = [layer.v.grad.pow(2).sum(1) for layer in layers]
+        cos = [((layer.v.grad * layer.v.detach()).sum(1).abs()
+                / (layer.v.grad.norm(dim=1) * layer.v.detach().norm(dim=1)).clamp_min(1e-300)).max()
+               for layer in layers]
+        run["cos"].append(float(max(cos)))
+
+    def after_update(_step: int, _net: nn.Module, _loss: float) -> None:
+        after = [layer.v.detach().pow(2).sum(1) for layer in layers]
+        run["err"].append(max(float(((a - b - lr**2 * gs).abs() / b).max()) for a, b, gs in zip(after, before, grad_sq)))
+        run["growth"].append(float(torch.cat([lr**2 * gs / b for b, gs in zip(before, grad_sq)]).median()))
+        run["sq"].append([float(a.mean()) for a in after])
+
+    history = train.train(net, ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=steps,
+                          before_step=[before_update], hooks=[after_update], progress=False, device="cpu",
+                          divergence_threshold=math.inf)
+    run["loss"] = history.loss
+    return run
 
 
 def gradient_formulas_hold(record: NormGrowthRecord, tol: float = 1e-10) -> bool:
