@@ -253,8 +253,11 @@ def mnist1d(seed: int = 42, num_samples: int = 5000, cache_dir: str | Path | Non
     generator's own (80% train). Python's ``random`` and NumPy's global RNG are
     restored afterwards. The arrays are cached as ``.npz`` in ``cache_dir``
     (default :func:`default_cache_dir`), written atomically, so later calls load
-    them and return identical tensors.
-    Used in chapter "Training deeper networks" and the experiments that follow it.
+    them and return identical tensors. No chapter among ``01_why_normalize`` to
+    ``09_weight_decay`` uses it (digits train to their ceiling within a CPU budget; see
+    :mod:`normlab.experiments.batchnorm`); the chapter on training without normalization
+    does (:mod:`normlab.experiments.without_normalization`: μP's coordinate check and
+    learning-rate transfer across widths).
     """
     if num_samples < 10 or num_samples % 10:
         raise ValueError(
@@ -280,7 +283,7 @@ def digits(seed: int = 0, test_fraction: float = 0.2, standardize: bool = True) 
     Split by a stratified shuffle seeded by ``seed``. With ``standardize``, each
     feature becomes (x - mean_train) / std_train using train statistics only, so
     no information leaks from the test split; constant pixels get std 1.
-    Used in chapter "Why normalize? The geometry of gradient descent".
+    Used in chapter ``01_why_normalize``.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -305,7 +308,7 @@ def diabetes(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     Features are the raw measurements (age in years, BMI, blood pressure, serum
     values), whose scales differ by orders of magnitude; the target is disease
     progression after one year, float32 (n,). Shuffled split seeded by ``seed``.
-    Used in chapter "Why normalize? The geometry of gradient descent", which
+    Used in chapter ``01_why_normalize``, which
     shows why such features slow gradient descent.
     """
     from sklearn.datasets import load_diabetes
@@ -334,7 +337,7 @@ def gaussian_classification(
     Each class mean mu_k is a random direction scaled to norm ``separation``;
     labels are balanced (counts differ by at most one) and shuffled. With
     ``separation=0`` the classes are indistinguishable.
-    Used in chapter "Initialization" for quick, controllable experiments.
+    Used in chapter ``08_initialization`` for quick, controllable experiments.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2; got {num_classes}.")
@@ -372,7 +375,7 @@ def linear_regression(
     noise is Gaussian with standard deviation ``noise``. Unequal scales make the
     least-squares Hessian X^T X / n ill-conditioned, with condition number about
     (max scale / min scale)^2.
-    Used in chapter "Why normalize? The geometry of gradient descent".
+    Used in chapter ``01_why_normalize``.
     """
     if num_features < 1:
         raise ValueError(f"num_features must be at least 1; got {num_features}.")

@@ -14,10 +14,10 @@ For x of shape (N, D) the statistics are per feature over the batch; for x of sh
 channel pools m = N · prod(spatial) values. γ and β have shape (D,) or (C,).
 
 LayerNorm and GroupNorm (at the end of the module) take the same equations per example
-instead of per channel: chapter "LayerNorm and the normalizers that do not depend on the batch".
+instead of per channel: chapter ``07_layernorm``.
 
 No torch here: this module is the readable reference the torch layers are checked against.
-Chapter "BatchNorm: algebra, backpropagation, train vs inference".
+Chapter ``02_batchnorm``.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def batch_norm_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike,
 
     x has shape (N, D) or (N, C, *spatial); gamma and beta have shape (D,) or (C,).
     Returns ``(out, cache)``; ``cache`` is a ``BatchNormCache``.
-    Chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    Chapter ``02_batchnorm``.
     """
     x = _check_input(x)
     num_channels = x.shape[1]
@@ -120,7 +120,7 @@ def batch_norm_backward(dout: ArrayLike,
     the mean and the variance, and so every output. Dropping them gives
     ``batch_norm_backward_naive``; spelling them out step by step gives
     ``batch_norm_backward_stepwise``. Both routes are checked against this one.
-    Chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    Chapter ``02_batchnorm``.
     """
     dout = _check_dout(dout, cache)
     axes, ndim = cache.axes, cache.x.ndim
@@ -146,7 +146,7 @@ def batch_norm_backward_naive(dout: ArrayLike,
 
     Do not train with it. It exists so the chapter can show how wrong it is, and so the
     exercise checker can recognise a submission that made this mistake.
-    Chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    Chapter ``02_batchnorm``.
     """
     dout = _check_dout(dout, cache)
     axes, ndim = cache.axes, cache.x.ndim
@@ -170,7 +170,7 @@ def batch_norm_backward_stepwise(dout: ArrayLike,
     (The second term of dmu is zero, since Σ (x − mu) = 0; it is kept to match the paper.)
     Simplifying these gives the closed form of ``batch_norm_backward``; the two agree to
     rounding error.
-    Chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    Chapter ``02_batchnorm``.
     """
     dout = _check_dout(dout, cache)
     axes, ndim, m = cache.axes, cache.x.ndim, cache.m
@@ -200,7 +200,7 @@ def batch_norm_inference(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike,
     y = γ · (x − E[x]) / √(Var[x] + ε) + β, with population statistics E[x] =
     ``running_mean`` and Var[x] = ``running_var`` in place of the batch's. Each sample is
     transformed independently of the others, so a batch of one is fine.
-    Chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    Chapter ``02_batchnorm``.
     """
     x = _check_input(x)
     num_channels = x.shape[1]
@@ -229,7 +229,7 @@ def update_running_stats(running_mean: ArrayLike, running_var: ArrayLike,
     ``momentum`` is the weight of the *new* batch, the opposite of an optimizer's momentum.
     ``momentum=None`` (PyTorch's cumulative average) is not handled here: the layer does
     it by calling this with momentum = 1 / num_batches_tracked.
-    Chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    Chapter ``02_batchnorm``.
     """
     running_mean = _as_float_vector(running_mean, "running_mean")
     num_channels = running_mean.shape[0]
@@ -265,7 +265,7 @@ def fold_batch_norm(weight: ArrayLike, bias: ArrayLike | None, gamma: ArrayLike,
     ``weight`` has shape (D_out, D_in); any weight whose first axis is the output channel
     (a convolution's (C_out, C_in, *kernel)) folds the same way. ``bias=None`` means a
     layer without bias (b = 0). Valid only in inference mode, where mean and var are fixed.
-    Chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    Chapter ``02_batchnorm``.
     """
     weight = np.asarray(weight, dtype=float)
     if weight.ndim < 2:
@@ -396,7 +396,7 @@ def layer_norm_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike,
     x has shape (..., D), at least 1-D: every leading axis is a batch axis. The same
     computation in training and inference. Returns ``(out, cache)``; ``cache`` is a
     ``LayerNormCache``.
-    Chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Chapter ``07_layernorm``.
     """
     x = _check_float_input(x, "LayerNorm", min_ndim=1, layout="(..., D)")
     d = x.shape[-1]
@@ -430,7 +430,7 @@ def layer_norm_backward(dout: ArrayLike,
     directly and through mu and var: ∂xhat_j/∂x_i = (δ_ij − 1/D − xhat_i xhat_j / D) / σ.
     Summing ghat_j times that over j gives the line above: the BatchNorm formula with the
     roles of batch and feature axes swapped and γ moved inside.
-    Chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Chapter ``07_layernorm``.
     """
     dout = _check_dout(dout, cache)
     xhat = cache.xhat
@@ -476,7 +476,7 @@ def group_norm_forward(x: ArrayLike, num_groups: int, gamma: ArrayLike, beta: Ar
 
     G = 1 is LayerNorm over (C, *spatial) with per-channel γ, β; G = C is InstanceNorm.
     x has shape (N, C, *spatial). Returns ``(out, cache)``; ``cache`` is a ``GroupNormCache``.
-    Chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Chapter ``07_layernorm``.
     """
     x = _check_float_input(x, "GroupNorm", min_ndim=2, layout="(N, C, *spatial)")
     n, c = x.shape[:2]
@@ -508,7 +508,7 @@ def group_norm_backward(dout: ArrayLike,
     dx = (1/σ) · (ghat − mean(ghat) − xhat · mean(ghat · xhat)),   σ = √(var + ε),
     dgamma = Σ dout · xhat,  dbeta = Σ dout   (per channel, over the batch and spatial axes).
 
-    Chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Chapter ``07_layernorm``.
     """
     dout = _check_dout(dout, cache)
     n, ndim = dout.shape[0], dout.ndim

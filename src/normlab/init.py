@@ -77,7 +77,7 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
 
     The ReLU value follows from E[relu(z)^2] = Var[z] / 2 for a symmetric z (He et
     al. 2015); the values match :func:`torch.nn.init.calculate_gain`.
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     if nonlinearity in _UNIT_GAIN:
         return 1.0
@@ -106,7 +106,7 @@ def calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
     Linear weight (out, in) and a Conv weight (out, in / groups, k1, k2, ...).
     Computed as :mod:`torch.nn.init` computes it (a ConvTranspose weight, stored
     as (in, out / groups, *kernel), therefore has its fans swapped, as in torch).
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     if tensor.dim() < 2:
         raise ValueError(
@@ -127,7 +127,7 @@ def _fan(tensor: Tensor, mode: str) -> int:
 def zeros_(tensor: Tensor) -> Tensor:
     """Fill ``tensor`` with zeros (the usual bias initialization).
 
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     with torch.no_grad():
         return tensor.zero_()
@@ -137,7 +137,7 @@ def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torc
     """Fill ``tensor`` with independent draws from N(mean, std^2).
 
     Every other Gaussian scheme here is this one with std set from a variance formula.
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     with torch.no_grad():
         return tensor.normal_(mean, std, generator=generator)
@@ -156,7 +156,7 @@ def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generato
     The bound is b = gain * sqrt(6 / (fan_in + fan_out)). The variance 2 / (fan_in +
     fan_out) is the compromise between 1 / fan_in (which keeps the forward variance
     of a linear layer steady) and 1 / fan_out (which keeps the backward variance steady).
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     if tensor.numel() == 0:
@@ -168,7 +168,7 @@ def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator
     """Glorot & Bengio (2010) normal: W ~ N(0, gain^2 * 2 / (fan_in + fan_out)).
 
     Same variance as :func:`xavier_uniform_`, drawn from a Gaussian.
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     if tensor.numel() == 0:
@@ -189,7 +189,7 @@ def kaiming_uniform_(
     default leaky_relu with a = 0), and fan is fan_in (``mode="fan_in"``: keeps the
     variance of the forward pass steady) or fan_out (``mode="fan_out"``: keeps the
     variance of back-propagated gradients steady). The bound is b = gain * sqrt(3 / fan).
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     fan = _fan(tensor, mode)
     gain = calculate_gain(nonlinearity, a)
@@ -208,7 +208,7 @@ def kaiming_normal_(
     """He et al. (2015) normal: W ~ N(0, gain^2 / fan), gain sqrt(2) for ReLU.
 
     Same variance as :func:`kaiming_uniform_`, drawn from a Gaussian.
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     fan = _fan(tensor, mode)
     gain = calculate_gain(nonlinearity, a)
@@ -229,7 +229,7 @@ def orthogonal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | 
 
     Each singular value of W equals gain, so a deep linear network of orthogonal
     layers has an input-output Jacobian with every singular value gain^depth.
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     if tensor.dim() < 2:
         raise ValueError(
@@ -274,7 +274,7 @@ def lsuv_(model: nn.Module, data: Tensor, tol: float = 0.1, max_iters: int = 10)
     keyed by its name in ``model.named_modules()`` and in the order processed.
     Layers the forward pass never reaches are orthogonalized but not rescaled and
     are not in the result.
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     if tol <= 0:
         raise ValueError(f"tol must be positive (LSUV stops when |Var - 1| < tol); got {tol}.")

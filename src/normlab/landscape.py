@@ -12,7 +12,7 @@ r"""Measures of the loss landscape of a network, as a function of its flat param
   slices of the loss through θ along random directions rescaled filter by filter to the
   norms of the weights (Li et al. 2018), so networks of different scale compare.
 
-Chapter "Lipschitz continuity, smoothness and the loss landscape".
+Chapter ``05_smoothness``.
 """
 
 from __future__ import annotations
@@ -53,8 +53,7 @@ def flat_loss(model: nn.Module, x: Tensor, y: Tensor,
     The model is copied in training mode with ``track_running_stats = False`` on every layer
     that has it, so normalization layers use the statistics of the batch ``x`` (the
     training objective) and no running estimate moves, whatever θ is evaluated. ``f`` works
-    under ``torch.func`` transforms. Used in chapter "Lipschitz continuity, smoothness and the
-    loss landscape".
+    under ``torch.func`` transforms. Used in chapter ``05_smoothness``.
     """
     frozen = copy.deepcopy(model).train()
     for module in frozen.modules():
@@ -112,8 +111,7 @@ def gradient_direction_measures(f: FlatLoss, theta: Tensor,
 
     Moves to θ − η g for every η in ``etas`` (g = ∇f(θ), the SGD step of learning rate η) and
     compares the gradient there with g: a smooth loss (β small) has
-    ‖∇f(θ − ηg) − g‖ ≤ β η ‖g‖. Used in chapter "Lipschitz continuity, smoothness and the
-    loss landscape".
+    ‖∇f(θ − ηg) − g‖ ≤ β η ‖g‖. Used in chapter ``05_smoothness``.
     """
     etas = np.asarray(etas, dtype=float)
     if etas.ndim != 1 or etas.size == 0 or np.any(etas <= 0):
@@ -135,8 +133,7 @@ def gradient_direction_measures(f: FlatLoss, theta: Tensor,
 def hessian_vector_product(f: FlatLoss, theta: Tensor, v: Tensor) -> Tensor:
     """H(θ) v, the directional derivative of ∇f along v (forward-over-reverse with ``torch.func``).
 
-    Costs about two gradient evaluations and never forms H. Used in chapter "Lipschitz
-    continuity, smoothness and the loss landscape".
+    Costs about two gradient evaluations and never forms H. Used in chapter ``05_smoothness``.
     """
     if v.shape != theta.shape:
         raise ValueError(f"v must have the shape of theta {tuple(theta.shape)}; got {tuple(v.shape)}.")
@@ -150,7 +147,7 @@ def top_hessian_eigenvalue(f: FlatLoss, theta: Tensor, iterations: int = 30, see
     Starts from a seeded Gaussian vector, iterates v ← Hv/‖Hv‖ and returns the Rayleigh
     quotient vᵀHv; stops early when it changes by less than ``rtol`` (relative). At a
     minimum the Hessian is positive semi-definite and this is λ_max, the local β of the
-    descent lemma. Used in chapter "Lipschitz continuity, smoothness and the loss landscape".
+    descent lemma. Used in chapter ``05_smoothness``.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1; got {iterations}.")
@@ -178,7 +175,7 @@ def filter_normalized_direction(model: nn.Module, seed: int = 0) -> Tensor:
     rows (one per output unit, a "filter") are rescaled to the norm of the same row of the
     weight: ‖d_i‖ = ‖θ_i‖. One-dimensional parameters (biases, the γ and β of normalization
     layers) get 0, as in Li et al. Returned flat, in the order of :func:`flat_parameters`.
-    Used in chapter "Lipschitz continuity, smoothness and the loss landscape".
+    Used in chapter ``05_smoothness``.
     """
     generator = torch.Generator().manual_seed(seed)
     parts = []
@@ -199,7 +196,7 @@ def filter_normalized_direction(model: nn.Module, seed: int = 0) -> Tensor:
 @torch.no_grad()
 def loss_slice_1d(f: FlatLoss, theta: Tensor, direction: Tensor, alphas: Sequence[float]) -> np.ndarray:
     """f(θ + α d) for each α: a 1-D slice of the loss through θ. Used in chapter
-    "Lipschitz continuity, smoothness and the loss landscape"."""
+    ``05_smoothness``."""
     return np.array([float(f(theta + float(a) * direction)) for a in alphas])
 
 
@@ -207,5 +204,5 @@ def loss_slice_1d(f: FlatLoss, theta: Tensor, direction: Tensor, alphas: Sequenc
 def loss_slice_2d(f: FlatLoss, theta: Tensor, d1: Tensor, d2: Tensor, alphas: Sequence[float],
                   betas: Sequence[float]) -> np.ndarray:
     """``out[i, j] = f(θ + α_i d1 + β_j d2)``: a 2-D slice of the loss through θ. Used in chapter
-    "Lipschitz continuity, smoothness and the loss landscape"."""
+    ``05_smoothness``."""
     return np.array([[float(f(theta + float(a) * d1 + float(b) * d2)) for b in betas] for a in alphas])

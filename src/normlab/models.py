@@ -49,7 +49,7 @@ def mlp(
     ``norm0``, ``act0``, ``linear1``, ... and ``output``, so ``model.linear0`` reads
     as it prints. Parameters use PyTorch's default initialization drawn from a
     CPU generator seeded by ``seed``; the global torch RNG state is left as it was.
-    Used in chapter "Batch normalization" and in every training experiment.
+    Used in chapter ``03_batchnorm_experiments`` and in every training experiment.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
@@ -81,7 +81,7 @@ def hidden_linear_layers(model: nn.Sequential) -> list[nn.Linear]:
 
     Excludes the output layer. Chapters register forward hooks on these to record
     pre-activations layer by layer.
-    Used in chapter "Internal covariate shift".
+    Used in chapter ``04_internal_covariate_shift``.
     """
     names = [name for name, _ in model.named_children()] if isinstance(model, nn.Sequential) else []
     if "output" not in names:
@@ -104,7 +104,7 @@ class ResidualBlock(nn.Module):
     (or the branch's last layer) is small. The branch is ``self.branch``, an
     ``nn.Sequential`` with children ``norm0, act0, linear0, norm1, act1, linear1``
     (norms only when a factory is given).
-    Used in chapter "Initialization", section "Residual networks".
+    Used in chapter ``08_initialization``, section "Residual networks".
     """
 
     def __init__(self, width: int, activation: str, norm: Callable[[int], nn.Module] | None, scale: float,
@@ -160,7 +160,7 @@ def residual_mlp(
     ``block0`` … ``block{B-1}``, ``final_norm`` (only with a norm), ``final_act``, ``output``.
     Parameters use PyTorch's default initialization from a CPU generator seeded by
     ``seed``; the global RNG state is left as it was.
-    Used in chapters "Initialization" (residual scaling) and "WeightNorm" (scaled WeightNorm).
+    Used in chapters ``08_initialization`` (residual scaling) and "WeightNorm" (scaled WeightNorm).
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
@@ -191,7 +191,7 @@ def residual_mlp(
 def residual_blocks(model: nn.Sequential) -> list[ResidualBlock]:
     """The :class:`ResidualBlock` children of a :func:`residual_mlp`, in order (for hooks on the stream).
 
-    Used in chapter "Initialization", section "Residual networks".
+    Used in chapter ``08_initialization``, section "Residual networks".
     """
     blocks = [module for module in model.children() if isinstance(module, ResidualBlock)]
     if not isinstance(model, nn.Sequential) or not hasattr(model, "output"):

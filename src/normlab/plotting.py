@@ -103,7 +103,7 @@ def plot_norm_cube(ax: plt.Axes, mask: np.ndarray, color: str, title: str | None
     as in Wu & He (2018), Figure 2. C runs left to right, H·W upwards and N into the page
     (example 0 in front); the three visible faces are drawn, each cell face in the colour of
     its cell. ``depth`` is the length of a step along N relative to a step along C.
-    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Used in chapter ``07_layernorm``.
     """
     from matplotlib.collections import PolyCollection
 

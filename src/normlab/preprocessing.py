@@ -2,7 +2,7 @@
 
 For least squares L(w) = (1/2n)‖Xw − y‖², the Hessian is H = XᵀX / n. Standardized
 columns give diag(H) = 1; whitened columns give H = I, the perfectly conditioned problem.
-Chapter "Why normalize? The geometry of gradient descent".
+Chapter ``01_why_normalize``.
 """
 
 from __future__ import annotations

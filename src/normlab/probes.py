@@ -96,8 +96,8 @@ class ActivationPercentiles:
         history = train(net, ds, steps=100, lr=0.1, hooks=[probe])
         probe.steps.shape, probe.percentiles.shape   # (11,), (11, 3, 3)
 
-    Used in chapter "Batch normalization" (Figure 1 of the paper) and chapter
-    "Internal covariate shift".
+    Used in chapter ``03_batchnorm_experiments`` (Figure 1 of the paper) and chapter
+    ``04_internal_covariate_shift``.
     """
 
     def __init__(
@@ -265,7 +265,7 @@ def layer_statistics(
     restored and every submodule's train/eval flag is as it was. The hooks hand the
     rest of the network a copy of each recorded output, so an in-place operation
     downstream cannot change what is recorded.
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     layers = _checked_layers(layers, "whose outputs to measure, e.g. hidden_linear_layers(model)")
     if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < 1:
@@ -376,7 +376,7 @@ def jacobian_singular_values(model: nn.Module, x: Tensor) -> np.ndarray:
     the singular values of the product W_L ... W_1; dynamical isometry (Saxe et al.
     2014; Pennington et al. 2017) means all of them are close to 1. Costs one
     backward pass per output, so it is meant for small networks.
-    Used in chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+    Used in chapter ``08_initialization``.
     """
     if not isinstance(x, Tensor) or x.numel() == 0:
         raise ValueError("x must be a non-empty tensor holding one example, without a batch dimension.")
@@ -401,8 +401,7 @@ def layer_histograms(
     with the last bin closed on the right, as :func:`numpy.histogram`. Values outside
     [edges[0], edges[-1]] count in no bin, so a row sums to less than one when some
     values fall outside the range. A layer called more than once is recorded at its
-    first call. Used in chapter "Initialization: variance propagation, Xavier, He,
-    orthogonal, residual scaling" (the per-layer histograms of its explorer).
+    first call. Used in chapter ``08_initialization`` (the per-layer histograms of its explorer).
     """
     edges = np.asarray(bins, dtype=np.float64)
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
@@ -475,7 +474,7 @@ def gradient_ics(
     behaviour in training mode (dropout, :class:`normlab.layers.NoisyBatchNorm1d`) draws
     differently in each pass; measure such a model with ``training=False`` or not at all.
     Costs one forward and backward pass per layer, plus one.
-    Used in chapter "Internal covariate shift".
+    Used in chapter ``04_internal_covariate_shift``.
     """
     layers = _checked_layers(layers, "whose weights to measure, e.g. hidden_linear_layers(model)")
     if not (isinstance(lr, (int, float)) and lr > 0 and np.isfinite(lr)):

@@ -7,7 +7,7 @@ Near a minimum θ*, a smooth loss is approximately
 and gradient descent θ ← θ − η H (θ − θ*) acts on each eigen-direction of H on its own:
 in the eigenbasis v = Qᵀ(θ − θ*), v_{t+1} = (I − ηΛ) v_t.                (eigen dynamics)
 
-Chapter "Why normalize? The geometry of gradient descent".
+Chapter ``01_why_normalize``.
 """
 
 from __future__ import annotations

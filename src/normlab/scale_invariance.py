@@ -20,7 +20,7 @@ step, η‖g‖/‖w‖, is √(ηλ(2 − ηλ)) ≈ √(2ηλ) whatever the gr
 - :func:`norm_after_step`: the right-hand side of (2).
 - :func:`equilibrium_relative_update`: √(ηλ(2 − ηλ)).
 
-Used in chapter "Weight decay in scale-invariant networks".
+Used in chapter ``09_weight_decay``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def scale_invariant_weights(model: nn.Sequential) -> dict[str, nn.Parameter]:
     weight (one unit) by c > 0 leaves the output unchanged, up to ε. The biases of those
     layers are not included: BN subtracts the batch mean, so they have no effect at all.
     Returned in order, keyed by parameter name.
-    Used in chapter "Weight decay in scale-invariant networks".
+    Used in chapter ``09_weight_decay``.
     """
     children = dict(model.named_children()) if isinstance(model, nn.Sequential) else {}
     if "output" not in children:
@@ -80,7 +80,7 @@ def radial_cosine(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """cos(w_i, g_i) for each row i of a weight matrix and its gradient (equation 1: zero).
 
     Rows are units: each is scale-invariant on its own when BN follows the layer.
-    Used in chapter "Weight decay in scale-invariant networks".
+    Used in chapter ``09_weight_decay``.
     """
     if weight.shape != grad.shape:
         raise ValueError(f"weight and grad must have the same shape; got {tuple(weight.shape)} and "
@@ -94,7 +94,7 @@ def effective_learning_rate(weight: torch.Tensor, lr: float, per_unit: bool = Tr
 
     With ``per_unit`` one value per row (each unit's own weight vector); otherwise one
     value for the whole layer, with the Frobenius norm.
-    Used in chapter "Weight decay in scale-invariant networks".
+    Used in chapter ``09_weight_decay``.
     """
     if lr <= 0:
         raise ValueError(f"lr must be positive; got {lr}.")
@@ -108,7 +108,7 @@ def norm_after_step(norm: float, grad_norm: float, lr: float, weight_decay: floa
 
     Equation (2): ‖w_{t+1}‖² = (1 − ηλ)² ‖w_t‖² + η² ‖g_t‖², where g_t is the gradient of
     the loss alone (without the decay term λw, which torch's SGD adds).
-    Used in chapter "Weight decay in scale-invariant networks".
+    Used in chapter ``09_weight_decay``.
     """
     if lr <= 0 or weight_decay < 0:
         raise ValueError(f"lr must be positive and weight_decay non-negative; got lr={lr}, "
@@ -121,7 +121,7 @@ def equilibrium_relative_update(lr: float, weight_decay: float) -> float:
 
     From equation (2) with ‖w_{t+1}‖ = ‖w_t‖: η²‖g‖² = (1 − (1 − ηλ)²) ‖w‖². For small ηλ
     it is √(2ηλ), the angular update of Wan et al. (2021) without momentum.
-    Used in chapter "Weight decay in scale-invariant networks".
+    Used in chapter ``09_weight_decay``.
     """
     if lr <= 0 or weight_decay < 0 or lr * weight_decay >= 1:
         raise ValueError(f"need lr > 0, weight_decay >= 0 and lr * weight_decay < 1; got lr={lr}, "

@@ -6,7 +6,7 @@ widgets: when a notebook is executed headlessly (the book build, nbval), capturi
 output into an ``Output`` widget can leave nbclient waiting for minutes (seen here on
 the build of chapter 1; jupyter/nbclient#312). An ``Image`` widget carries its picture
 as widget state, so the built page shows the initial figure and a live kernel updates it.
-Used by chapter "Why normalize? The geometry of gradient descent".
+Used by chapter ``01_why_normalize``.
 """
 
 from __future__ import annotations

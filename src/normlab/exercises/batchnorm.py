@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter "BatchNorm: algebra, backpropagation, train vs inference".
+"""Checkers for the exercises of chapter ``02_batchnorm``.
 
 In a notebook::
 

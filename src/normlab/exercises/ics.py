@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter "Internal covariate shift".
+"""Checkers for the exercises of chapter ``04_internal_covariate_shift``.
 
 In a notebook::
 

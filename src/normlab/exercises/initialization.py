@@ -1,5 +1,4 @@
-"""Checkers for the exercises of chapter "Initialization: variance propagation, Xavier, He, orthogonal,
-residual scaling".
+"""Checkers for the exercises of chapter ``08_initialization``.
 
 In a notebook::
 

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter "LayerNorm and the normalizers that do not depend on the batch".
+"""Checkers for the exercises of chapter ``07_layernorm``.
 
 In a notebook::
 

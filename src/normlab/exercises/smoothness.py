@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter "Lipschitz continuity, smoothness and the loss landscape".
+"""Checkers for the exercises of chapter ``05_smoothness``.
 
 In a notebook::
 

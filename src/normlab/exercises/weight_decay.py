@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter "Weight decay in scale-invariant networks".
+"""Checkers for the exercises of chapter ``09_weight_decay``.
 
 In a notebook::
 

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter "WeightNorm and scaled WeightNorm".
+"""Checkers for the exercises of chapter ``06_weightnorm``.
 
 In a notebook::
 

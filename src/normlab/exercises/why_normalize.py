@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter "Why normalize? The geometry of gradient descent".
+"""Checkers for the exercises of chapter ``01_why_normalize``.
 
 In a notebook::
 

@@ -1,4 +1,4 @@
-"""Experiments of chapter "Batch normalization": Ioffe & Szegedy (2015) at CPU scale.
+"""Experiments of chapter ``03_batchnorm_experiments``: Ioffe & Szegedy (2015) at CPU scale.
 
 Every experiment trains the same network, the paper's §4.1 MNIST model shrunk to the
 data: three fully connected hidden layers of 100 sigmoid units and a linear softmax
@@ -118,7 +118,7 @@ def sigmoid_mlp_with_and_without_bn(seed: int = 0, steps: int = 2000, lr: float 
     the input of a few sigmoids of the last hidden layer are recorded over the test
     images: the BN output with BN, the Linear output without (the paper's Figure 1(b, c)).
     ``seed`` fixes the train/test split, the initial weights and the minibatch order.
-    Used in chapter "Batch normalization".
+    Used in chapter ``03_batchnorm_experiments``.
     """
     ds = data.digits(seed=seed)
     results = {}
@@ -224,7 +224,7 @@ def learning_rate_sweep(norm: str = "batch", lrs: Sequence[float] = DEFAULT_LRS,
     :class:`LearningRateSweepRecord`) and ends with test accuracy ≥ ``threshold``
     (chance is 0.1). "Trains" is within this budget of steps: a rate that is too small
     fails because it has not yet left the initial plateau, not because it never would.
-    Used in chapter "Batch normalization" (the paper's BN-x5 and BN-x30).
+    Used in chapter ``03_batchnorm_experiments`` (the paper's BN-x5 and BN-x30).
     """
     ds = data.digits(seed=seed)
     accuracy, final_loss, first_loss, diverged = [], [], [], []
@@ -338,7 +338,7 @@ def batch_size_sensitivity(batch_sizes: Sequence[int] = (2, 32), seed: int = 0, 
       learning rate, which hurts both networks and confounds the comparison.
 
     Test accuracy is in eval mode (BN with its running estimates).
-    Used in chapter "Batch normalization".
+    Used in chapter ``03_batchnorm_experiments``.
     """
     if (examples is None) == (steps is None):
         raise ValueError(f"Give exactly one of examples (equal examples per batch size) or steps (equal steps); "

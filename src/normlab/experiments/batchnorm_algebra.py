@@ -1,4 +1,4 @@
-"""Experiments of chapter "BatchNorm: algebra, backpropagation, train vs inference".
+"""Experiments of chapter ``02_batchnorm``.
 
 Small, fast measurements that back the chapter's statements about inference-mode
 statistics and scale invariance; the classic training experiments of Ioffe & Szegedy

@@ -1,4 +1,4 @@
-"""Experiments of chapter "Why normalize? The geometry of gradient descent"."""
+"""Experiments of chapter ``01_why_normalize``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Experiments of chapter "Internal covariate shift": the hypothesis and Santurkar et al.'s critique.
+"""Experiments of chapter ``04_internal_covariate_shift``: the hypothesis and Santurkar et al.'s critique.
 
 - :func:`covariate_shift_regression`: covariate shift outside a network. A straight line
   fitted by least squares (maximum likelihood under Gaussian noise) to a cubic, with
@@ -8,8 +8,7 @@
 The two network experiments use scikit-learn's 8x8 digits (:func:`normlab.data.digits`)
 with plain minibatch SGD, batch 60:
 
-- :func:`noisy_batchnorm_experiment`: the sigmoid MLP of chapter "Batch normalization in
-  practice" (:func:`normlab.experiments._common.sigmoid_mlp`), trained four ways:
+- :func:`noisy_batchnorm_experiment`: the sigmoid MLP of chapter ``03_batchnorm_experiments`` (:func:`normlab.experiments._common.sigmoid_mlp`), trained four ways:
   without BN, with BN, with noisy BN (:class:`normlab.layers.NoisyBatchNorm1d`: a
   random shift and rescaling of every unit, redrawn at every step) and with the same
   noise but no BN (:class:`normlab.layers.ShiftNoise`). It records test accuracy and the
@@ -77,7 +76,7 @@ def importance_weights(x: np.ndarray, train: tuple[float, float], test: tuple[fl
 def weighted_line_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     """(intercept, slope) minimizing Σ_n w_n (y_n − a − b·x_n)²: the weighted normal equations
     (Aᵀ W A) θ = Aᵀ W y with A = [1, x]. ``w=None`` is ordinary least squares.
-    Used in chapter "Internal covariate shift"."""
+    Used in chapter ``04_internal_covariate_shift``."""
     w = np.ones_like(x) if w is None else np.asarray(w, dtype=np.float64)
     design = np.stack([np.ones_like(x), x], axis=1)
     return np.linalg.solve(design.T @ (w[:, None] * design), design.T @ (w * y))
@@ -115,7 +114,7 @@ def covariate_shift_regression(seed: int = 0, n_train: int = 200, n_test: int = 
     on where the inputs are. Ordinary least squares (the maximum-likelihood fit under
     Gaussian noise) fits the region dense in *training* inputs; weighting each training
     point by w(x) = p_test(x)/p_train(x) (:func:`importance_weights`) fits the region of
-    the test inputs instead. Used in chapter "Internal covariate shift".
+    the test inputs instead. Used in chapter ``04_internal_covariate_shift``.
     """
     rng = np.random.default_rng(seed)
 
@@ -157,7 +156,7 @@ def noisy_sigmoid_mlp(network: str, num_features: int, num_classes: int, seed: i
     each hidden Linear and its sigmoid) or ``"noisy_none"`` (the same ShiftNoise, no BN).
 
     All four start from the same seeded Linear weights. The noisy layers share one CPU
-    generator seeded by ``noise_seed``. Used in chapter "Internal covariate shift".
+    generator seeded by ``noise_seed``. Used in chapter ``04_internal_covariate_shift``.
     """
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {list(NETWORKS)}; got {network!r}.")
@@ -231,7 +230,7 @@ def noisy_batchnorm_experiment(seed: int = 0, steps: int = 1000, lr: float = 1.0
                                q: Sequence[float] = (15, 50, 85), probe_every: int = 1, eval_every: int = 20,
                                progress: bool = False) -> NoisyBNRecord:
     """Santurkar et al.'s noisy-BN experiment at CPU scale, on the sigmoid MLP of chapter
-    "Batch normalization in practice" (same data, batch 60, SGD at ``lr=1``).
+    ``03_batchnorm_experiments`` (same data, batch 60, SGD at ``lr=1``).
 
     Four networks (:data:`NETWORKS`) start from the same seeded weights and see the same
     minibatches: without BN, with BN, with BN followed by the noise of
@@ -239,7 +238,7 @@ def noisy_batchnorm_experiment(seed: int = 0, steps: int = 1000, lr: float = 1.0
     m ~ U(−n_mu, n_mu), v ~ U(1, n_sigma)), and with that noise but no BN. The noise
     generator is seeded by ``seed`` too. Every ``probe_every`` steps the percentiles of
     every hidden sigmoid's input over the training minibatch are recorded; every
-    ``eval_every`` steps the test accuracy. Used in chapter "Internal covariate shift".
+    ``eval_every`` steps the test accuracy. Used in chapter ``04_internal_covariate_shift``.
     """
     ds = data.digits(seed=seed)
     accuracy, percentiles = {}, {}
@@ -385,8 +384,7 @@ def gradient_ics_over_training(network: str = "linear", norm: str = "batch", see
     either way. Plain SGD with cross-entropy. At step 0 and every ``measure_every`` steps,
     :func:`normlab.probes.gradient_ics` with the training ``lr`` on a fixed batch of
     ``batch_size`` training examples (drawn by ``seed``), for every Linear layer after the
-    first (the first has nothing upstream, so its G′ = G). Used in chapter "Internal
-    covariate shift" (Santurkar et al., Figure 5, at CPU scale).
+    first (the first has nothing upstream, so its G′ = G). Used in chapter ``04_internal_covariate_shift`` (Santurkar et al., Figure 5, at CPU scale).
     """
     ds = data.digits(seed=seed)
     net = _network(network, norm, ds, seed)

@@ -1,4 +1,4 @@
-"""Experiments of chapter "Initialization: variance propagation, Xavier, He, orthogonal, residual scaling".
+"""Experiments of chapter ``08_initialization``.
 
 Every deep network here is a plain MLP of square hidden layers (:func:`normlab.models.mlp`)
 or a pre-activation residual MLP (:func:`normlab.models.residual_mlp`), re-initialized by
@@ -99,7 +99,7 @@ def initialize(model: nn.Module, scheme: str, seed: int, gain: float = 1.0) -> n
     ``"he"``: :func:`normlab.init.kaiming_normal_` (ReLU, fan_in). ``"lecun"``: N(0, 1/fan_in).
     ``"orthogonal"``: :func:`normlab.init.orthogonal_` times ``gain``. ``"default"``: leave
     PyTorch's default weights and biases as they are. Weights are drawn in module order from
-    a generator seeded by ``seed``. Used in chapter "Initialization".
+    a generator seeded by ``seed``. Used in chapter ``08_initialization``.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"Unknown scheme {scheme!r}; choose one of {list(SCHEMES)}.")
@@ -153,7 +153,7 @@ def mean_field_variances(activation: str, weight_var_fan: float, q0: float, dept
         chi_l = s * E[phi'(sqrt(q_l) Z)^2].
 
     For ReLU: q_{l+1} = s q_l / 2 and chi = s / 2, so He (s = 2) keeps both at one.
-    Expectations are computed by 100-point Gauss-Hermite quadrature. Used in chapter "Initialization".
+    Expectations are computed by 100-point Gauss-Hermite quadrature. Used in chapter ``08_initialization``.
     """
     if activation not in _PHI:
         raise ValueError(f"Unknown activation {activation!r}; choose one of {list(_PHI)}.")
@@ -172,7 +172,7 @@ def mean_field_variances(activation: str, weight_var_fan: float, q0: float, dept
 def fitted_log_slope(values: np.ndarray, start: int = 0) -> float:
     """Least-squares slope of log(values) against layer index, from ``start`` on: log growth per layer.
 
-    Used in chapter "Initialization" to compare measured and predicted rates.
+    Used in chapter ``08_initialization`` to compare measured and predicted rates.
     """
     y = np.log(np.asarray(values, dtype=np.float64)[start:])
     return float(np.polyfit(np.arange(y.size), y, 1)[0])
@@ -207,7 +207,7 @@ def constant_init_training(seed: int = 0, value: float = 0.1, hidden: Sequence[i
     """Train a tanh MLP on digits from weights all equal to ``value`` (biases 0), and from PyTorch's default random weights.
 
     Symmetry: every hidden unit of a layer computes the same function of the same input, so
-    receives the same gradient, so stays equal to its neighbours. Used in chapter "Initialization".
+    receives the same gradient, so stays equal to its neighbours. Used in chapter ``08_initialization``.
     """
     ds = data.digits(seed=seed)
     result = {}
@@ -268,7 +268,7 @@ def deep_mlp(activation: str, scheme: str, depth: int, width: int, seed: int, bi
              norm: type[nn.Module] | None = None) -> nn.Sequential:
     """A ``depth``-hidden-layer MLP of width ``width`` (input and output width too), initialized by ``scheme``.
 
-    Used in chapter "Initialization".
+    Used in chapter ``08_initialization``.
     """
     net = models.mlp(width, [width] * depth, width, activation=activation, bias=bias, norm=norm, seed=seed)
     return initialize(net, scheme, seed)
@@ -281,7 +281,7 @@ def variance_propagation(activation: str = "relu", scheme: str = "he", depth: in
     The input is x ~ N(0, I) (batch ``batch``); one forward and one backward pass of
     L = sum(r * y), with r ~ N(0, I) fixed, are measured by :func:`normlab.probes.layer_statistics` on the hidden
     Linear layers. Float64, so that 50 layers of decay (10^-115 for small weights and ReLU)
-    stay representable. Used in chapter "Initialization".
+    stay representable. Used in chapter ``08_initialization``.
     """
     net = deep_mlp(activation, scheme, depth, width, seed).double()
     x = torch.randn(batch, width, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
@@ -367,7 +367,7 @@ def pytorch_default_init(fans: Sequence[int] = (16, 64, 256, 1024), depth: int =
                          batch: int = 256, seed: int = 0) -> DefaultInitRecord:
     """Measure ``nn.Linear``'s default initialization, and its effect on a deep ReLU MLP (float64).
 
-    Used in chapter "Initialization", section "PyTorch's default".
+    Used in chapter ``08_initialization``, section "PyTorch's default".
     """
     var_fan, bound_fan, bias_fan = [], [], []
     with torch.random.fork_rng(devices=[]):
@@ -437,7 +437,7 @@ def deep_relu_training(seed: int = 0, schemes: Sequence[str] = ("he", "xavier"),
                        ) -> DeepTrainingRecord:
     """A ``depth``-layer plain ReLU MLP on digits, SGD with momentum 0.9, per initialization scheme.
 
-    He et al. (2015), Figure 3, at CPU scale. Used in chapter "Initialization".
+    He et al. (2015), Figure 3, at CPU scale. Used in chapter ``08_initialization``.
     """
     ds = data.digits(seed=seed)
     losses, accs, train_losses, steps_at = [], [], [], None
@@ -490,7 +490,7 @@ def jacobian_spectra(depth: int = 32, width: int = 128, seed: int = 0,
 
     "xavier" here is a Gaussian with Var[W] = 1/n (Xavier for square layers). The input is
     small (q_0 = 1/n) so that tanh works near its linear regime, as in Saxe et al. (2014)
-    and Pennington et al. (2017). Used in chapter "Initialization", section "Orthogonal".
+    and Pennington et al. (2017). Used in chapter ``08_initialization``, section "Orthogonal".
     """
     x = torch.randn(width, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64) / math.sqrt(width)
     values = {}
@@ -526,7 +526,7 @@ def lsuv_variances(activation: str = "tanh", depth: int = 50, width: int = 128, 
     """Per-layer pre-activation variance of a deep MLP after :func:`normlab.init.lsuv_`, on the batch LSUV saw
     and on a fresh batch (both x ~ N(0, I)); biases are zero. Returns ``(on_lsuv_batch, on_fresh_batch)``.
 
-    Used in chapter "Initialization", section "Orthogonal".
+    Used in chapter ``08_initialization``, section "Orthogonal".
     """
     net = deep_mlp(activation, "orthogonal", depth, width, seed)
     x = torch.randn(batch, width, generator=torch.Generator().manual_seed(seed + 1))
@@ -577,7 +577,7 @@ def predicted_residual_variance(q0: float, blocks: int, scale: float, norm: str)
     Without normalization F preserves its input's variance and is uncorrelated with it, so
     Var[h_b] = (1 + s^2) Var[h_{b-1}] = q0 (1 + s^2)^b. With a normalization at the head of
     the branch F(h) has unit variance whatever h is, so Var[h_b] = q0 + b s^2.
-    Used in chapter "Initialization", section "Residual networks".
+    Used in chapter ``08_initialization``, section "Residual networks".
     """
     b = np.arange(1, blocks + 1)
     if norm == "none":
@@ -591,7 +591,7 @@ def residual_stream(blocks: int = 32, width: int = 256, batch: int = 256, norm: 
 
     Branch Linears get He init (ReLU, fan_in), the input Linear LeCun (Var 1/fan_in), biases 0;
     ``norm="batch"`` puts :class:`normlab.layers.BatchNorm1d` before each ReLU of the branch.
-    Measured on x ~ N(0, I) in float64, training-mode BN. Used in chapter "Initialization".
+    Measured on x ~ N(0, I) in float64, training-mode BN. Used in chapter ``08_initialization``.
     """
     if norm not in ("none", "batch"):
         raise ValueError(f"norm must be 'none' or 'batch'; got {norm!r}.")
@@ -665,7 +665,7 @@ def weight_scale_sweep(multipliers: Sequence[float] = (1 / 256, 1 / 64, 1 / 16, 
     The scales are ``multipliers`` times He's standard deviation sqrt(2 / width) (CS231n's
     experiment used absolute scales on a log grid; relative ones make the He point visible).
     SGD with momentum 0.9, ``steps`` steps; a run whose loss diverges counts as accuracy 0.
-    Used in chapter "Initialization", section "How normalization relaxes initialization".
+    Used in chapter ``08_initialization``, section "How normalization relaxes initialization".
     """
     scales = np.asarray(multipliers, dtype=float) * math.sqrt(2 / width)
     ds = data.digits(seed=seed)
@@ -735,7 +735,7 @@ def activation_histograms(activation: str = "relu", scheme: str = "he", depth: i
                           ) -> HistogramRecord:
     """Histograms of each shown layer's post-activation values on x ~ N(0, I), via
     :func:`normlab.probes.layer_histograms`. The bin range is [-1, 1] for tanh, [0, 4] for ReLU
-    (values beyond the range are left out). Used in chapter "Initialization" (the explorer)."""
+    (values beyond the range are left out). Used in chapter ``08_initialization`` (the explorer)."""
     show = [layer for layer in show if layer <= depth]
     net = deep_mlp(activation, scheme, depth, width, seed).double()
     x = torch.randn(batch, width, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Experiments of chapter "LayerNorm and the normalizers that do not depend on the batch".
+"""Experiments of chapter ``07_layernorm``.
 
 - :func:`invariance_table`: Ba, Kiros & Hinton (2016), Table 1, computed: how much the output
   of BatchNorm, WeightNorm and LayerNorm changes under six transformations of the weights or
@@ -115,7 +115,8 @@ BA_ET_AL_TABLE1: dict[str, dict[str, bool]] = {
 Transformation = Callable[[Tensor, Tensor, np.random.Generator], tuple[Tensor, Tensor]]
 
 
-def _as(values: np.ndarray) -> Tensor:
+def _float64_tensor(values: np.ndarray) -> Tensor:
+    """``values`` as a float64 torch tensor (the transformations draw with NumPy, the layers run in torch)."""
     return torch.as_tensor(values, dtype=F64)
 
 
@@ -126,17 +127,17 @@ def _rescale_matrix(w, x, rng):
 
 def _recenter_matrix(w, x, rng):
     """W' = W + 1 γᵀ: every row (every unit's incoming weights) shifted by the same vector γ."""
-    return w + _as(rng.standard_normal((1, w.shape[1]))), x
+    return w + _float64_tensor(rng.standard_normal((1, w.shape[1]))), x
 
 
 def _recenter_rows_differently(w, x, rng):
     """W' = W + Γ: each row shifted by its own vector (not a re-centering of the matrix)."""
-    return w + _as(rng.standard_normal(w.shape)), x
+    return w + _float64_tensor(rng.standard_normal(w.shape)), x
 
 
 def _rescale_vectors(w, x, rng):
     """w_i' = δ_i w_i: each unit's incoming weight vector scaled by its own δ_i > 0."""
-    return w * _as(rng.uniform(0.2, 5.0, (w.shape[0], 1))), x
+    return w * _float64_tensor(rng.uniform(0.2, 5.0, (w.shape[0], 1))), x
 
 
 def _rescale_matrix_negative(w, x, rng):
@@ -156,7 +157,7 @@ def _rescale_data(w, x, rng):
 
 def _recenter_data(w, x, rng):
     """X' = X + 1 γᵀ: the same vector γ added to every example."""
-    return w, x + _as(rng.standard_normal((1, x.shape[1])))
+    return w, x + _float64_tensor(rng.standard_normal((1, x.shape[1])))
 
 
 def _rescale_one_case(w, x, rng):
@@ -183,9 +184,9 @@ TRANSFORMATIONS: dict[str, Transformation] = {
 def _normalized_layer(norm: str, d_in: int, d_out: int, eps: float,
                       rng: np.random.Generator) -> tuple[Callable[[Tensor, Tensor], Tensor], Tensor]:
     """A function (W, X) ↦ y for ``norm`` with fixed random affine parameters, and a random W."""
-    w = _as(rng.standard_normal((d_out, d_in)))
-    scale = _as(rng.uniform(0.5, 2.0, d_out))
-    shift = _as(rng.standard_normal(d_out))
+    w = _float64_tensor(rng.standard_normal((d_out, d_in)))
+    scale = _float64_tensor(rng.uniform(0.5, 2.0, d_out))
+    shift = _float64_tensor(rng.standard_normal(d_out))
     if norm in ("batch", "layer"):
         layer = BatchNorm1d(d_out, eps=eps, dtype=F64) if norm == "batch" else LayerNorm(d_out, eps=eps, dtype=F64)
         with torch.no_grad():
@@ -219,13 +220,13 @@ def relative_change(norm: str, transformation: str, seed: int = 0, n: int = 16, 
     the output after ``TRANSFORMATIONS[transformation]``. BN is in training mode; ``eps=0`` (the
     default) makes the invariances exact up to float64 rounding, so an invariant cell is
     about 1e-15 and a non-invariant one is of order 0.1–1.
-    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Used in chapter ``07_layernorm``.
     """
     if transformation not in TRANSFORMATIONS:
         raise ValueError(f"Unknown transformation {transformation!r}; choose one of {list(TRANSFORMATIONS)}.")
     rng = np.random.default_rng(seed)
     apply, w = _normalized_layer(norm, d_in, d_out, eps, rng)
-    x = _as(1.0 + 2.0 * rng.standard_normal((n, d_in)))
+    x = _float64_tensor(1.0 + 2.0 * rng.standard_normal((n, d_in)))
     w2, x2 = TRANSFORMATIONS[transformation](w, x, rng)
     with torch.no_grad():
         y, y2 = apply(w, x), apply(w2, x2)
@@ -255,7 +256,7 @@ def invariance_table(seed: int = 0, columns: Sequence[str] = PAPER_COLUMNS, eps:
 
     A cell is *invariant* when the output changes by at most ``tolerance`` relative to its
     largest entry (float64, ε = ``eps``). Columns outside the paper's six get ``paper`` False.
-    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Used in chapter ``07_layernorm``.
     """
     cells = np.array([[relative_change(norm, column, seed=seed, eps=eps) for column in columns]
                       for norm in NORMALIZERS])
@@ -301,7 +302,7 @@ def statistic_masks(shape: tuple[int, int, int, int] = (6, 6, 3, 2), groups: int
     the root mean square for RMSNorm). Returned as boolean arrays of shape (N, C, H·W), the
     axes of Wu & He's (2018) Figure 2. Layers are normlab's: BatchNorm2d in training mode,
     LayerNorm and RMSNorm over (C, H, W), InstanceNorm2d, GroupNorm with ``groups`` groups.
-    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Used in chapter ``07_layernorm``.
     """
     n, c, h, w = shape
     x = torch.as_tensor(np.random.default_rng(seed).standard_normal(shape), dtype=F64)
@@ -379,7 +380,7 @@ def batch_size_sensitivity(batch_sizes: Sequence[int] = (32, 16, 8, 4, 2), seed:
     chapter because with ReLU all three networks are near their ceiling after 6000 examples,
     which keeps five batch sizes affordable (with the sigmoid, LN and GN reached about 0.89 test
     accuracy at batch 32 even after 12,000 examples, seed 0). Test accuracy is in eval mode (BN with its running estimates).
-    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Used in chapter ``07_layernorm``.
     """
     ds = data.digits(seed=seed)
     sizes = [int(b) for b in batch_sizes]
@@ -425,7 +426,7 @@ class ElmanRNN(nn.Module):
     the LayerNorm: ``torch.nn.LayerNorm`` by default because it runs 50 times per sequence and
     the fused built-in is cheaper per call than :class:`normlab.layers.LayerNorm` (a Python
     ``autograd.Function``), which is a drop-in replacement computing the same function.
-    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Used in chapter ``07_layernorm``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, layer_norm: bool,
@@ -462,7 +463,7 @@ class ElmanRNN(nn.Module):
 def delayed_copy(num_sequences: int, length: int, delay: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """x_t ~ N(0, 1) of shape (num_sequences, length, 1); the target is y_t = x_{t−delay} (0 before).
 
-    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Used in chapter ``07_layernorm``.
     """
     x = torch.randn(num_sequences, length, 1, generator=generator)
     y = torch.zeros_like(x)
@@ -515,7 +516,7 @@ def rnn_hidden_statistics(gains: Sequence[float] = (1.0, 3.0), seed: int = 0, le
     held-out sequences. It trains with its own loop, not :func:`normlab.train.train`: the
     sequences are drawn afresh at every step (there is no fixed training set to sample) and
     the loss counts only the time steps t ≥ ``delay``.
-    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Used in chapter ``07_layernorm``.
     """
     test_x, test_y = delayed_copy(test_sequences, length, delay, torch.Generator().manual_seed(10_000 + seed))
     shape = (len(gains), 2)
@@ -623,7 +624,7 @@ def normalizer_timings(batch: int = 128, features: int = 512, groups: int = 32, 
     built-ins of ``torch.nn``, ``normlab`` the layers of :mod:`normlab.layers` (a Python
     ``autograd.Function`` with the closed-form backward). Times are for the current thread
     settings and machine: compare ratios, not absolute numbers.
-    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Used in chapter ``07_layernorm``.
     """
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, features, generator=generator)
@@ -678,7 +679,8 @@ class ComparisonRecord:
     group_equals_instance: float
 
 
-def _rel(a: Tensor, b: Tensor) -> float:
+def _max_relative_difference(a: Tensor, b: Tensor) -> float:
+    """max |a − b| / max |b|: how much ``a`` differs from the reference ``b``, relative to b's size."""
     return float((a - b).abs().max() / b.abs().max())
 
 
@@ -689,7 +691,7 @@ def comparison_measurements(seed: int = 0, features: int = 16, batch: int = 8) -
     BN's running estimates differ from the batch statistics as they do in practice. Those
     20 steps are their own loop, not :func:`normlab.train.train`: fresh random batches, no
     dataset, nothing recorded.
-    Used in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Used in chapter ``07_layernorm``.
     """
     g = torch.Generator().manual_seed(seed)
     x = 2.0 + 3.0 * torch.randn(batch, features, generator=g, dtype=F64)
@@ -709,9 +711,9 @@ def comparison_measurements(seed: int = 0, features: int = 16, batch: int = 8) -
             net.train()
             train_out = net(x)
             other = torch.cat([x[:1], 2.0 + 3.0 * torch.randn(batch - 1, features, generator=g, dtype=F64)])
-            dependence[name] = _rel(net(other)[0], train_out[0])
+            dependence[name] = _max_relative_difference(net(other)[0], train_out[0])
             net.eval()
-            gaps[name] = _rel(net(x), train_out)
+            gaps[name] = _max_relative_difference(net(x), train_out)
 
     image = torch.randn(2, 3, 5, 5, generator=g, dtype=F64)
     contrast = torch.tensor([0.5, 2.0, 3.0], dtype=F64).reshape(1, 3, 1, 1)
@@ -728,8 +730,8 @@ def comparison_measurements(seed: int = 0, features: int = 16, batch: int = 8) -
     c, h, w = 4, 3, 3
     maps = torch.randn(2, c, h, w, generator=g, dtype=F64)
     with torch.no_grad():
-        instance_change = _rel(instance(image * contrast + brightness), instance(image))
-        rms_change, ln_change = _rel(rms(x + shift), rms(x)), _rel(ln(x + shift), ln(x))
+        instance_change = _max_relative_difference(instance(image * contrast + brightness), instance(image))
+        rms_change, ln_change = _max_relative_difference(rms(x + shift), rms(x)), _max_relative_difference(ln(x + shift), ln(x))
         as_layer = (GroupNorm(1, c, dtype=F64)(maps) - LayerNorm((c, h, w), dtype=F64)(maps)).abs().max()
         as_instance = (GroupNorm(c, c, dtype=F64)(maps) - InstanceNorm2d(c, dtype=F64)(maps)).abs().max()
     return ComparisonRecord(

@@ -1,4 +1,4 @@
-"""Experiments of chapter "Lipschitz continuity, smoothness and the loss landscape".
+"""Experiments of chapter ``05_smoothness``.
 
 Santurkar et al. (2018) at CPU scale.
 
@@ -85,8 +85,7 @@ def descent_lemma_on_quadratic(eigenvalues: Sequence[float] = (0.2, 1.0, 4.0), s
     """Loss after one gradient step against the step α ∈ [0, 2.5/β] on a random quadratic.
 
     The descent lemma: for a β-smooth f, f(θ − αg) ≤ f(θ) − α(1 − βα/2)‖g‖², which
-    guarantees a decrease for 0 < α < 2/β. Used in chapter "Lipschitz continuity,
-    smoothness and the loss landscape".
+    guarantees a decrease for 0 < α < 2/β. Used in chapter ``05_smoothness``.
     """
     eig = np.asarray(eigenvalues, dtype=float)
     rng = np.random.default_rng(seed)
@@ -140,7 +139,15 @@ def _random_problems(seed: int, trials: int, batch_sizes: Sequence[int]
         yield (m, *_random_problem(rng, m))
 
 
-def _bn(y: torch.Tensor, gamma: float, beta: float, eps: float) -> torch.Tensor:
+def _batch_norm_one_unit(y: torch.Tensor, gamma: float, beta: float, eps: float) -> torch.Tensor:
+    """BN of one unit's m pre-activations: γ (y − μ) / √(σ² + ε) + β, σ² the biased batch variance.
+
+    Theorems 4.1 and 4.2 are about this function of y ∈ R^m with scalar γ and β, and checking
+    them needs its gradient and its Hessian by ``torch.func``. :class:`normlab.layers.BatchNorm1d`
+    cannot stand in: its analytic backward refuses second derivatives, and it works on (N, C)
+    batches with per-channel parameters and running statistics the theorems do not involve. So
+    the formula is written out here in differentiable torch operations.
+    """
     mu = y.mean()
     return gamma * (y - mu) / torch.sqrt(((y - mu) ** 2).mean() + eps) + beta
 
@@ -166,13 +173,13 @@ def bn_gradient_theorem_check(seed: int = 0, trials: int = 200, eps: float = 0.0
     """Compare ‖∇_y L̂‖² with both versions of the bound of Theorem 4.1 on random problems.
 
     L̂(y) = L(BN_{γ,β,ε}(y)); σ = √(var(y) + ε); g = ∇_z L at z = BN(y); ŷ = (y − μ)/σ.
-    Used in chapter "Lipschitz continuity, smoothness and the loss landscape".
+    Used in chapter ``05_smoothness``.
     """
     rows = []
     for m, loss, y, gamma, beta in _random_problems(seed, trials, batch_sizes):
-        z = _bn(y, gamma, beta, eps)
+        z = _batch_norm_one_unit(y, gamma, beta, eps)
         g = torch.func.grad(loss)(z)
-        grad_bn = torch.func.grad(lambda yy: loss(_bn(yy, gamma, beta, eps)))(y)
+        grad_bn = torch.func.grad(lambda yy: loss(_batch_norm_one_unit(yy, gamma, beta, eps)))(y)
         sigma = float(torch.sqrt(y.var(unbiased=False) + eps))
         yhat = (y - y.mean()) / sigma
         base = float(g @ g) - float(g.sum()) ** 2 / m
@@ -223,12 +230,12 @@ def bn_hessian_theorem_check(seed: int = 0, trials: int = 120,
                              batch_sizes: Sequence[int] = (4, 8, 16, 32, 64)) -> HessianTheoremRecord:
     """Theorem 4.2 on random problems: the exact identity and the bound on the curvature along the gradient.
 
-    Used in chapter "Lipschitz continuity, smoothness and the loss landscape".
+    Used in chapter ``05_smoothness``.
     """
     rows = []
     for m, loss, y, gamma, beta in _random_problems(seed, trials, batch_sizes):
-        bn_loss = lambda yy: loss(_bn(yy, gamma, beta, 0.0))  # noqa: E731
-        z = _bn(y, gamma, beta, 0.0)
+        bn_loss = lambda yy: loss(_batch_norm_one_unit(yy, gamma, beta, 0.0))  # noqa: E731
+        z = _batch_norm_one_unit(y, gamma, beta, 0.0)
         g = torch.func.grad(loss)(z)
         h = torch.func.hessian(loss)(z)
         v = torch.func.grad(bn_loss)(y)
@@ -323,7 +330,7 @@ def landscape_over_training(norm: str, seed: int = 0, steps: int = 600, lr: floa
     variation, the gradient predictiveness and the effective β-smoothness; estimate the top
     Hessian eigenvalue of the loss on a fixed probe batch by power iteration. The same
     seed gives the same initial Linear weights and the same batches for every ``norm``.
-    Used in chapter "Lipschitz continuity, smoothness and the loss landscape".
+    Used in chapter ``05_smoothness``.
     """
     ds = data.digits(seed=seed)
     net = models.mlp(ds.num_features, HIDDEN, ds.num_classes, activation="relu", norm=make_norm(norm), seed=seed)
@@ -449,8 +456,7 @@ class SliceRecord:
 def loss_slices(record: LandscapeRecord, seed: int = 0, alphas: Sequence[float] = tuple(np.linspace(-1, 1, 41)),
                 alphas_2d: Sequence[float] = tuple(np.linspace(-1, 1, 21))) -> SliceRecord:
     """1-D and 2-D filter-normalized slices (Li et al. 2018) of a trained network from
-    :func:`landscape_over_training`. Used in chapter "Lipschitz continuity, smoothness and the
-    loss landscape"."""
+    :func:`landscape_over_training`. Used in chapter ``05_smoothness``."""
     ds = data.digits(seed=seed)
     net = models.mlp(ds.num_features, HIDDEN, ds.num_classes, activation="relu",
                      norm=make_norm(record.norm), seed=seed)

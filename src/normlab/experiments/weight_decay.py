@@ -1,4 +1,4 @@
-"""Experiments of chapter "Weight decay in scale-invariant networks".
+"""Experiments of chapter ``09_weight_decay``.
 
 Every experiment uses the same network: a ReLU MLP with two hidden layers of 64 units and
 :class:`normlab.layers.BatchNorm1d` between each hidden Linear and its ReLU
@@ -71,7 +71,7 @@ DTYPE = torch.float64
 def bn_mlp(num_features: int, num_classes: int, seed: int, eps: float = 1e-5) -> nn.Sequential:
     """The chapter's network: Linear → BatchNorm1d(ε) → ReLU, twice, then a Linear head; float64.
 
-    Used in chapter "Weight decay in scale-invariant networks".
+    Used in chapter ``09_weight_decay``.
     """
     norm = partial(BatchNorm1d, eps=eps)
     return models.mlp(num_features, HIDDEN, num_classes, activation="relu", norm=norm, seed=seed).to(DTYPE)
@@ -123,7 +123,7 @@ def scale_invariance_on_network(seed: int = 0, scales: Sequence[float] = (1e-3, 
     With ε = 0 the loss should not depend on c and c·∇L(cW) should equal ∇L(W)
     (equation 1 of :mod:`normlab.scale_invariance`); with ε > 0 both hold only while the
     batch variance of the scaled pre-activations is large compared to ε.
-    Used in chapter "Weight decay in scale-invariant networks".
+    Used in chapter ``09_weight_decay``.
     """
     ds = _digits_float64(seed)
     idx = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(seed))[:batch_size]
@@ -280,7 +280,7 @@ def rescaled_training(seed: int = 0, scales: Sequence[float] = (1e-3, 1e-1, 10.0
     If g = ∇L(W), the scaled run sees gradient g/c, so its step is c²η·g/c = c·ηg and it
     stays at exactly c times the reference: the same function, the same losses. ε breaks
     this when c is small enough that the pre-activations' batch variance approaches ε.
-    Used in chapter "Weight decay in scale-invariant networks".
+    Used in chapter ``09_weight_decay``.
     """
     ds = _digits_float64(seed)
     scales = np.asarray(scales, dtype=np.float64)
@@ -363,7 +363,7 @@ def weight_decay_sweep(seed: int = 0, weight_decays: Sequence[float] = (0.0, 1e-
     ``decay_bn_affine`` is False. Records the norms of the scale-invariant weights at every
     step, the norms of their loss gradients, the test accuracy every ``eval_every`` steps
     and the final mean of γ.
-    Used in chapter "Weight decay in scale-invariant networks".
+    Used in chapter ``09_weight_decay``.
     """
     ds = _digits_float64(seed)
     net = bn_mlp(ds.num_features, ds.num_classes, seed)

@@ -1,4 +1,4 @@
-"""Experiments of chapter "WeightNorm and scaled WeightNorm".
+"""Experiments of chapter ``06_weightnorm``.
 
 Networks are MLPs and residual MLPs whose Linear layers are all
 :class:`normlab.layers.WeightNormLinear`, built from :func:`normlab.models.mlp` and
@@ -118,8 +118,7 @@ def weight_norm_mlp(in_features: int, hidden: Sequence[int], out_features: int, 
     - ``"scaled"``: :func:`scaled_weight_norm_init_`: hidden layers g = √(2 fan_in/fan_out),
       the output layer g = √(fan_in/fan_out), orthogonal v, zero bias.
 
-    Random draws come from generators seeded by ``seed``. Used in chapter "WeightNorm and
-    scaled WeightNorm".
+    Random draws come from generators seeded by ``seed``. Used in chapter ``06_weightnorm``.
     """
     _check_init(init)
     norm = MeanOnlyBatchNorm1d if mean_only_bn else None
@@ -145,7 +144,7 @@ def weight_norm_residual_mlp(in_features: int, width: int, out_features: int, bl
     branch's ``linear0`` (followed by a ReLU) gets g = √(2 fan_in/fan_out), each
     branch's last layer ``linear1`` g = √(fan_in/(B · fan_out)) (the 1/B residual
     scaling of Arpit, Campos & Bengio, for B = ``blocks``), and the input and output
-    layers g = √(fan_in/fan_out). Used in chapter "WeightNorm and scaled WeightNorm".
+    layers g = √(fan_in/fan_out). Used in chapter ``06_weightnorm``.
     """
     _check_init(init)
     net = models.residual_mlp(in_features, width, out_features, blocks, activation="relu", seed=seed)
@@ -239,7 +238,7 @@ def norm_growth(seed: int = 0, lrs: Sequence[float] = (0.1, 1.0, 10.0), steps: i
     :func:`weight_norm_grads` with autograd. Float64 so that "holds to float precision"
     means about 1e-16, far below the size of the growth term. A run whose loss turns
     non-finite stops there (:func:`normlab.train.train`); its later entries are NaN.
-    Used in chapter "WeightNorm and scaled WeightNorm", section "Gradients".
+    Used in chapter ``06_weightnorm``, section "Gradients".
     """
     ds = as_float64(data.digits(seed=seed))
     formula_steps = np.arange(0, steps, check_every)
@@ -372,7 +371,7 @@ def data_dependent_init_statistics(seed: int = 0, hidden: Sequence[int] = (100, 
     Takes ``batch_size`` training images (seeded), runs
     :func:`normlab.layers.data_dependent_init_network_` and records the mean and spread
     of each layer's pre-activations on that batch and on the test set.
-    Used in chapter "WeightNorm and scaled WeightNorm", section "Data-dependent initialization".
+    Used in chapter ``06_weightnorm``, section "Data-dependent initialization".
     """
     ds = data.digits(seed=seed)
     net = weight_norm_mlp(ds.num_features, hidden, ds.num_classes, init="default", seed=seed)
@@ -432,7 +431,7 @@ def one_layer_norm_ratio(seed: int = 0, shapes: Sequence[tuple[int, int]] = ((12
                          draws: int = 500) -> OneLayerRecord:
     """E‖ReLU(W u)‖²/‖u‖² by Monte Carlo: one fixed input u, ``draws`` orthogonal v, g "plain" (1) or "scaled".
 
-    Used in chapter "WeightNorm and scaled WeightNorm", section "Scaled WeightNorm".
+    Used in chapter ``06_weightnorm``, section "Scaled WeightNorm".
     """
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, list[list[float]]] = {"plain": [], "scaled": []}
@@ -519,7 +518,7 @@ def signal_propagation(arch: str = "mlp", seed: int = 0, depth: int = 20, width:
     ``arch="residual"``: :func:`weight_norm_residual_mlp` with ``depth`` blocks. Inputs
     are ``examples`` test images of digits (seeded split); the backward pass starts from
     a seeded Gaussian gradient at the logits.
-    Used in chapter "WeightNorm and scaled WeightNorm", section "Scaled WeightNorm".
+    Used in chapter ``06_weightnorm``, section "Scaled WeightNorm".
     """
     if arch not in ("mlp", "residual"):
         raise ValueError(f"arch must be 'mlp' or 'residual'; got {arch!r}.")
@@ -607,7 +606,7 @@ def train_deep_networks(arch: str = "mlp", seed: int = 0, depth: int = 20, width
     """Train the deep WeightNorm MLP or residual MLP on digits at each init, by plain SGD.
 
     Same seeded weights before re-initialization, same minibatches, same ``lr``, on the CPU.
-    Used in chapter "WeightNorm and scaled WeightNorm", section "Training deep networks".
+    Used in chapter ``06_weightnorm``, section "Training deep networks".
     """
     ds = data.digits(seed=seed)
     acc, loss, diverged, eval_steps = {}, {}, {}, {}
