@@ -207,6 +207,8 @@ def test_widgets_render_from_saved_state(visit, name) -> None:
     page, _, _ = visit(name)
     if not _wait_for_widgets(page):
         pytest.skip("no widget on this page")
+    failed = page.locator(".jupyter-widgets-error-widget").count()
+    assert not failed, f"{failed} widget views failed to render (the manager drew its error icon instead)"
     images = page.evaluate("() => [...document.querySelectorAll('.widget-subarea img')].map(i => i.naturalWidth)")
     assert all(width > 0 for width in images), "a widget's image did not render"
     if name.endswith("01_why_normalize"):  # the figure explorer: sliders and the figure they redraw
@@ -298,3 +300,26 @@ def test_search_finds_a_term_offline(visit, server) -> None:
     assert not external, f"search requested the network: {external[:5]}"
     unexplained = [e for e in errors if not any(re.search(p, e) for p in CONSOLE_ALLOWLIST)]
     assert not unexplained, f"console errors: {unexplained[:5]}"
+
+
+#: Accessibility rules that axe-core reports as serious or critical on this site and that the book cannot fix
+#: itself, each with the reason. Empty: every page must be free of serious and critical violations.
+AXE_ALLOWLIST: dict[str, str] = {}
+
+
+@pytest.mark.parametrize("name", _pages())
+def test_page_has_no_serious_accessibility_violations(visit, server, name) -> None:
+    """axe-core (vendored by tools/vendor-js, served from the site) finds no serious or critical violation."""
+    page, _, _ = visit(name)
+    if page.locator("span.math, div.math").count():
+        _wait_for_math(page)
+    _wait_for_widgets(page)
+    page.add_script_tag(url=f"{server}/_vendor/axe-core/axe.min.js")
+    violations = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+        ".map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.length,"
+        "            where: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))")
+    found = [v for v in violations if v["id"] not in AXE_ALLOWLIST]
+    assert not found, "accessibility violations:\n" + "\n".join(
+        f"  {v['impact']} {v['id']} ({v['help']}): {v['nodes']} elements, e.g. {v['where']}" for v in found)

@@ -37,6 +37,14 @@ NORM_COLORS: dict[str, str] = {
 }
 """The colour of each normalizer, for every figure of the book."""
 
+TECHNIQUE_COLORS: dict[str, str] = {
+    "skipinit": "#999933",  # SkipInit/ReZero gate: Paul Tol's "olive", colour-blind safe, apart from Okabe-Ito's
+    "fixup": "#CC6677",  # Fixup: Tol's "rose"
+    "nf": "#332288",  # normalizer-free (scaled WS, with or without AGC): Tol's "indigo"
+    "mup": "#44AA99",  # μP (the standard parametrization is drawn as "none")
+}
+"""The colour of each technique that replaces a normalizer (chapter 13); BN and no normalization keep NORM_COLORS'."""
+
 CYCLE: list[str] = [OKABE_ITO[k] for k in ("blue", "orange", "bluish green", "vermillion",
                                            "reddish purple", "sky blue", "black", "yellow")]
 """Colour cycle for figures whose lines are not normalizers (learning rates, seeds...)."""
