@@ -400,7 +400,7 @@ def linear_regression(
 
 
 # ----------------------------------------------------------------------------
-# Token sequences (chapter "Transformers")
+# Token sequences (chapter ``11_transformers``)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -411,7 +411,7 @@ class SortingTask:
     ``x₂ … x_T s₁ … s_T``, where s = sorted(x): a causal model reads the unsorted tokens and
     then writes the sorted ones one at a time. Only positions ``start = T − 1`` onwards (those
     whose target is a sorted token) count in the loss and the accuracy. int64 tensors of
-    shape (n, 2T − 1). Chapter "Transformers" (``11_transformers``).
+    shape (n, 2T − 1). chapter ``11_transformers``.
     """
 
     inputs_train: torch.Tensor
@@ -443,7 +443,7 @@ def sorting_task(num_train: int = 4000, num_test: int = 500, length: int = 8, vo
     Train and test sequences come from one ``numpy.random.default_rng(seed)``; with
     vocab^length possible sequences (8⁸ ≈ 1.7·10⁷ by default) the test set is, up to a handful of
     duplicates, unseen. See :class:`SortingTask` for the layout.
-    Chapter "Transformers" (``11_transformers``).
+    Chapter ``11_transformers``.
     """
     if length < 2 or vocab < 2:
         raise ValueError(f"length and vocab must be at least 2; got length={length}, vocab={vocab}.")

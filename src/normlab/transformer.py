@@ -19,7 +19,7 @@ Inputs are token ids (batch, T); the output is logits (batch, T, vocab). The mod
 largest attention logit of its last forward pass (``max_attention_logit``), the quantity whose
 growth QK-norm prevents.
 
-Chapter "Transformers" (``11_transformers``).
+Chapter ``11_transformers``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def make_norm(normalizer: str, width: int, dyt_alpha: float = 0.5) -> nn.Module:
 
     "layernorm" and "rmsnorm" are normlab's drop-ins for torch's (RMSNorm with torch's default
     ε); "dyt" is :class:`normlab.layers.DynamicTanh` with α₀ = ``dyt_alpha``; "none" the identity.
-    Chapter "Transformers" (``11_transformers``).
+    Chapter ``11_transformers``.
     """
     if normalizer == "layernorm":
         return LayerNorm(width)
@@ -118,7 +118,7 @@ class Transformer(nn.Module):
     >>> model(torch.zeros(4, 16, dtype=torch.long)).shape
     torch.Size([4, 16, 10])
 
-    Chapter "Transformers" (``11_transformers``).
+    Chapter ``11_transformers``.
     """
 
     def __init__(self, vocab: int, length: int, depth: int = 2, width: int = 32, heads: int = 2,
@@ -209,6 +209,6 @@ class Transformer(nn.Module):
 def sequence_loss(logits: Tensor, targets: Tensor, start: int) -> Tensor:
     """Mean cross-entropy of ``logits[:, start:]`` (batch, T, vocab) against ``targets[:, start:]``.
 
-    Chapter "Transformers" (``11_transformers``).
+    Chapter ``11_transformers``.
     """
     return F.cross_entropy(logits[:, start:].reshape(-1, logits.shape[-1]), targets[:, start:].reshape(-1))

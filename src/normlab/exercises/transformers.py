@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter "Transformers" (``11_transformers``).
+"""Checkers for the exercises of chapter ``11_transformers``.
 
 In a notebook::
 

@@ -1,4 +1,4 @@
-"""Experiments of chapter "Transformers" (``11_transformers``): where the normalizer goes and what it can be.
+"""Experiments of chapter ``11_transformers``: where the normalizer goes and what it can be.
 
 Every experiment trains or probes :class:`normlab.transformer.Transformer` on
 :func:`normlab.data.sorting_task` and returns a small record; each claim of the chapter is a
@@ -110,7 +110,7 @@ def train_transformer(model: Transformer, task: SortingTask, *, steps: int, lr: 
     This is not :func:`normlab.train.train`, the book's loop for (n, features) datasets: a
     Transformer needs token sequences, a loss over some positions of each sequence and a
     learning-rate schedule for warm-up, which that loop does not have.
-    Chapter "Transformers" (``11_transformers``).
+    Chapter ``11_transformers``.
     """
     # own loop: per-position loss on token sequences and a warm-up schedule, which normlab.train.train lacks
     if steps < 1 or not (math.isfinite(lr) and lr > 0) or warmup < 0:
@@ -186,7 +186,7 @@ def gradient_at_init(depths: Sequence[int] = (6, 12, 24, 48), positions: Sequenc
 
     Each model (Xavier initialization, as in the paper's analysis) is built with each seed in
     ``seeds`` and differentiated once on ``batch`` sequences of the sorting task drawn with that
-    seed; the norms are averaged over seeds. Chapter "Transformers" (``11_transformers``).
+    seed; the norms are averaged over seeds. chapter ``11_transformers``.
     """
     torch.set_num_threads(1)
     depths = np.asarray(depths, dtype=np.int64)
@@ -280,7 +280,7 @@ def branch_shares(depth: int = 48, width: int = 32, heads: int = 2, batch: int =
     eq-residual with a normalization at the head of each branch), so sublayer b writes a share
     v/(q₀ + b·v) ≈ 1/b. Post-LN: every sublayer sees a normalized stream (variance 1), share
     v/(1 + v), the same at every depth. DeepNorm: α²·1 against β²-scaled branches, share
-    v_β/(α² + v_β): constant along the depth and set by L. Chapter "Transformers" (``11_transformers``).
+    v_β/(α² + v_β): constant along the depth and set by L. chapter ``11_transformers``.
     """
     torch.set_num_threads(1)
     task = _task(seed)
@@ -357,7 +357,7 @@ def standard_runs(seed: int = 0, labels: Sequence[str] | None = None, steps: int
     """Train the :data:`STANDARD` model once per entry of :data:`STANDARD_RUNS` (or those in ``labels``).
 
     Same seed for the data, the initialization and the minibatches, so runs differ only in the
-    choice being compared. Chapter "Transformers" (``11_transformers``).
+    choice being compared. chapter ``11_transformers``.
     """
     task = _task(seed)
     runs = {}
@@ -421,7 +421,7 @@ def qk_norm_sweep(lrs: Sequence[float] = (3e-3, 1e-2, 3e-2, 1e-1), seed: int = 0
                   steps: int = 150, progress: bool = False) -> SweepRecord:
     """Pre-LN with and without QK-norm (Dehghani et al. 2023; Wortsman et al. 2024) at each learning rate.
 
-    A depth-``depth`` model of the standard width, no warm-up, Adam. Chapter "Transformers" (``11_transformers``).
+    A depth-``depth`` model of the standard width, no warm-up, Adam. chapter ``11_transformers``.
     """
     task = _task(seed)
     lrs = np.asarray(lrs, dtype=np.float64)
@@ -500,7 +500,7 @@ def _rms_relative_change(transformation: str, seed: int, n: int = 16, d_in: int 
 
 def rms_invariance_rows(seed: int = 0, tolerance: float = 1e-9) -> InvarianceRows:
     """LayerNorm's row of Ba et al.'s invariance table (chapter 7) and RMSNorm's, computed the same way.
-    Chapter "Transformers" (``11_transformers``)."""
+    Chapter ``11_transformers``."""
     columns = ln_exp.PAPER_COLUMNS
     cells = np.array([[ln_exp.relative_change("layer", c, seed=seed) for c in columns],
                       [_rms_relative_change(c, seed) for c in columns]])
@@ -542,7 +542,7 @@ def ln_input_output_map(model: Transformer, tokens: Tensor, points: int = 4000, 
 
     The paper's Figure 2 plots LayerNorm's output (before the affine γ, β) against its input in
     trained ViT, wav2vec 2.0 and DiT models. The fit of a·tanh(b·x) is a grid search over b with
-    the best a in closed form. Chapter "Transformers" (``11_transformers``).
+    the best a in closed form. chapter ``11_transformers``.
     """
     xs, ys, layers = [], [], []
     handles = []

@@ -9,7 +9,7 @@ No mean, no variance, no reduction over any axis: each output depends on its own
 tanh squashes the extreme values, as LayerNorm does to the few tokens whose activations are
 far larger than the rest; α plays the role of 1/σ, learned once instead of computed per token.
 
-Chapter "Transformers" (``11_transformers``), section "Transformers without normalization".
+Chapter ``11_transformers``, section "Transformers without normalization".
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class DynamicTanh(nn.Module):
     >>> dyt(torch.randn(8, 10, 64)).shape
     torch.Size([8, 10, 64])
 
-    Chapter "Transformers" (``11_transformers``), section "Transformers without normalization".
+    chapter ``11_transformers``, section "Transformers without normalization".
     """
 
     normalized_shape: tuple[int, ...]
