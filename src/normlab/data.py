@@ -411,7 +411,7 @@ class SortingTask:
     ``x₂ … x_T s₁ … s_T``, where s = sorted(x): a causal model reads the unsorted tokens and
     then writes the sorted ones one at a time. Only positions ``start = T − 1`` onwards (those
     whose target is a sorted token) count in the loss and the accuracy. int64 tensors of
-    shape (n, 2T − 1). chapter ``11_transformers``.
+    shape (n, 2T − 1). Chapter ``11_transformers``.
     """
 
     inputs_train: torch.Tensor

@@ -59,7 +59,7 @@ class DynamicTanh(nn.Module):
     >>> dyt(torch.randn(8, 10, 64)).shape
     torch.Size([8, 10, 64])
 
-    chapter ``11_transformers``, section "Transformers without normalization".
+    Chapter ``11_transformers``, section "Transformers without normalization".
     """
 
     normalized_shape: tuple[int, ...]
