@@ -186,7 +186,7 @@ def gradient_at_init(depths: Sequence[int] = (6, 12, 24, 48), positions: Sequenc
 
     Each model (Xavier initialization, as in the paper's analysis) is built with each seed in
     ``seeds`` and differentiated once on ``batch`` sequences of the sorting task drawn with that
-    seed; the norms are averaged over seeds. chapter ``11_transformers``.
+    seed; the norms are averaged over seeds. Chapter ``11_transformers``.
     """
     torch.set_num_threads(1)
     depths = np.asarray(depths, dtype=np.int64)
@@ -280,7 +280,7 @@ def branch_shares(depth: int = 48, width: int = 32, heads: int = 2, batch: int =
     eq-residual with a normalization at the head of each branch), so sublayer b writes a share
     v/(q₀ + b·v) ≈ 1/b. Post-LN: every sublayer sees a normalized stream (variance 1), share
     v/(1 + v), the same at every depth. DeepNorm: α²·1 against β²-scaled branches, share
-    v_β/(α² + v_β): constant along the depth and set by L. chapter ``11_transformers``.
+    v_β/(α² + v_β): constant along the depth and set by L. Chapter ``11_transformers``.
     """
     torch.set_num_threads(1)
     task = _task(seed)
@@ -357,7 +357,7 @@ def standard_runs(seed: int = 0, labels: Sequence[str] | None = None, steps: int
     """Train the :data:`STANDARD` model once per entry of :data:`STANDARD_RUNS` (or those in ``labels``).
 
     Same seed for the data, the initialization and the minibatches, so runs differ only in the
-    choice being compared. chapter ``11_transformers``.
+    choice being compared. Chapter ``11_transformers``.
     """
     task = _task(seed)
     runs = {}
@@ -421,7 +421,7 @@ def qk_norm_sweep(lrs: Sequence[float] = (3e-3, 1e-2, 3e-2, 1e-1), seed: int = 0
                   steps: int = 150, progress: bool = False) -> SweepRecord:
     """Pre-LN with and without QK-norm (Dehghani et al. 2023; Wortsman et al. 2024) at each learning rate.
 
-    A depth-``depth`` model of the standard width, no warm-up, Adam. chapter ``11_transformers``.
+    A depth-``depth`` model of the standard width, no warm-up, Adam. Chapter ``11_transformers``.
     """
     task = _task(seed)
     lrs = np.asarray(lrs, dtype=np.float64)
@@ -542,7 +542,7 @@ def ln_input_output_map(model: Transformer, tokens: Tensor, points: int = 4000, 
 
     The paper's Figure 2 plots LayerNorm's output (before the affine γ, β) against its input in
     trained ViT, wav2vec 2.0 and DiT models. The fit of a·tanh(b·x) is a grid search over b with
-    the best a in closed form. chapter ``11_transformers``.
+    the best a in closed form. Chapter ``11_transformers``.
     """
     xs, ys, layers = [], [], []
     handles = []
