@@ -360,7 +360,7 @@ def fixup_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Mod
     layer of the same order must have s^(2m−2) ∝ 1/L (the paper's Theorem, section 3). The Linear
     layers' own biases are set to zero. The model is changed in place (its branches gain the scalar
     modules, its Sequential a ``bias_output`` before ``output``) and returned.
-    Used in chapter "Training deep networks without normalization".
+    Used in chapter ``13_without_normalization``.
     """
     from normlab.layers.skip_init import ScalarBias, ScalarMultiplier
     from normlab.models import ResidualBlock

@@ -25,7 +25,7 @@ and W's variance is a²·Var[w] (the abc-parametrization of Tensor Programs IV):
   activations after a few SGD steps, across widths (Yang et al. 2022, Tensor Programs V,
   section "coordinate check"): growing with width under SP, flat under μP.
 
-Chapter "Training deep networks without normalization" (``13_without_normalization``), section "μP".
+Chapter ``13_without_normalization``, section "μP".
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ batches.
 - :func:`install_agc`: post-accumulate-grad hooks that apply (2) as each gradient is complete,
   so that :func:`normlab.train.train` (which owns its optimizer) trains with AGC.
 
-Chapter "Training deep networks without normalization" (``13_without_normalization``).
+Chapter ``13_without_normalization``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter "Training deep networks without normalization".
+"""Checkers for the exercises of chapter ``13_without_normalization`` (training deep networks without normalization).
 
 In a notebook::
 

@@ -1,4 +1,4 @@
-"""Experiments of chapter "Training deep networks without normalization" (``13_without_normalization``).
+"""Experiments of chapter ``13_without_normalization`` (training deep networks without normalization).
 
 Every deep network is a pre-activation residual MLP (:func:`normlab.models.residual_mlp`, blocks
 h ↦ h + F(h), F = (ReLU → Linear) twice) in one of the variants of :data:`TECHNIQUES`, built by

@@ -15,7 +15,7 @@ depth; from the first step, ∂L/∂α_b = ⟨∂L/∂h_b, F_b(h_{b-1})⟩ is no
 - :class:`ScalarBias`, :class:`ScalarMultiplier`: one learnable scalar added or multiplied
   (Fixup's biases and multiplier, :func:`normlab.init.fixup_`).
 
-Chapter "Training deep networks without normalization" (``13_without_normalization``).
+Chapter ``13_without_normalization``.
 """
 
 from __future__ import annotations

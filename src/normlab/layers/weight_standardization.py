@@ -20,7 +20,7 @@ NFNets code uses 1.7139, estimated by sampling).
 - :class:`WSLinear`, :class:`WSConv2d`: ``nn.Linear`` / ``nn.Conv2d`` with Ŵ in place of W; same
   constructor arguments plus ``gamma`` and ``eps``; state dict ``weight``, ``bias``, ``gain``.
 
-Chapter "Training deep networks without normalization" (``13_without_normalization``).
+Chapter ``13_without_normalization``.
 """
 
 from __future__ import annotations
