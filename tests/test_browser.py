@@ -252,8 +252,12 @@ def test_download_buttons_give_the_pages_files(visit, name) -> None:
         if url.endswith(".ipynb"):
             import nbformat
 
+            from normlab.book import colab_setup
+            from normlab.site import repository_url
+
             cells = nbformat.reads(body.decode(), as_version=4).cells
-            assert cells[0].get("id") == "colab-setup", f"{url}: not the chapter's notebook (no Colab setup cell)"
+            assert cells[0].source == colab_setup(repository_url(ROOT / "_config.yml")), (
+                f"{url}: does not start with the Colab setup cell, so it will not run in Colab")
         if url.endswith(suffix):  # the page's own source: its title is in it
             title = re.sub(r"^[\d.]+\s*", "", page.locator("article h1").first.inner_text()).strip("#¶ \n")
             assert title[:25] in body.decode(), f"{url} does not hold the page's title {title!r}"
