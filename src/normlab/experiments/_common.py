@@ -9,6 +9,8 @@
   ``03_batchnorm_experiments`` and ``04_internal_covariate_shift``).
 - :func:`as_float64`: a dataset with float64 features, for experiments that check identities
   to float precision (chapters ``06_weightnorm`` and ``09_weight_decay``).
+- :class:`Claim`: what a claim function returns: whether it holds, what it measured and the
+  threshold it compared that with.
 
 The chapter modules re-export what they use, so ``experiments.batchnorm.sigmoid_mlp`` and
 ``experiments.batchnorm.HIDDEN`` still work.
@@ -17,6 +19,8 @@ The chapter modules re-export what they use, so ``experiments.batchnorm.sigmoid_
 from __future__ import annotations
 
 import dataclasses
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,7 +29,7 @@ from torch import nn
 from normlab import data, models
 from normlab.layers import BatchNorm1d
 
-__all__ = ["HIDDEN", "NORMS", "as_float64", "median_drift", "sigmoid_mlp", "steps_to_accuracy", "width_change"]
+__all__ = ["Claim", "HIDDEN", "NORMS", "as_float64", "median_drift", "ratio", "sigmoid_mlp", "steps_to_accuracy", "width_change"]
 
 #: Hidden widths of the book's standard MLP: three hidden layers of 100 units (Ioffe & Szegedy, §4.1).
 HIDDEN = (100, 100, 100)
@@ -89,6 +93,33 @@ def width_change(percentiles: np.ndarray, probe_steps: np.ndarray, q: np.ndarray
     later = np.asarray(probe_steps) >= since
     width = percentiles[later, :, int(np.argmax(q))] - percentiles[later, :, int(np.argmin(q))]
     return float(np.mean(width.max(axis=0) / width.min(axis=0)))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim function measured, the threshold it compared that with, and whether the claim holds.
+
+    ``measured`` and ``threshold`` are numbers, or tuples of numbers in the same order for a
+    claim with several parts. The notebook asserts ``holds`` and glues ``measured`` and
+    ``threshold``, so the page shows exactly the numbers the check compared, and a threshold
+    is written once, as the default of the claim function. A claim is truthy when it holds,
+    so ``assert claim(record)`` and ``assert not claim(record)`` read as they always did.
+    Used by the claims of chapter ``03_batchnorm_experiments``.
+    """
+
+    holds: bool
+    measured: float | tuple[float, ...]
+    threshold: float | tuple[float, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.holds)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, with x / 0 = inf for x > 0 (a claim's "at least k times" with nothing below)."""
+    if denominator == 0:
+        return math.inf if numerator > 0 else math.nan
+    return numerator / denominator
 
 
 def as_float64(ds: data.Dataset) -> data.Dataset:

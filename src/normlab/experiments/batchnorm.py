@@ -22,13 +22,15 @@ CPU budget both curves would stop mid-rise.
   and without. Claims: :func:`bn_degrades_at_small_batch`,
   :func:`bn_small_batch_loss_survives_population_stats`.
 
-Each claim is a function of the returned record(s), so the chapter's check cells and
-the tests assert exactly the same thing.
+Each claim is a function of the returned record(s) that returns a :class:`Claim` (holds,
+measured, threshold), so the chapter's check cells and the tests assert exactly the same
+thing and the chapter glues the number each check compared, with its threshold.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,7 +42,9 @@ from normlab import data, models, train
 from normlab.experiments._common import (  # re-exported: the chapter's notebook and tests use them from here
     HIDDEN,
     NORMS,
+    Claim,
     median_drift,
+    ratio,
     sigmoid_mlp,
     steps_to_accuracy,
     width_change,
@@ -138,27 +142,30 @@ def sigmoid_mlp_with_and_without_bn(seed: int = 0, steps: int = 2000, lr: float 
         history_without_bn=h0, history_with_bn=h1)
 
 
-def bn_reaches_accuracy_faster(record: SigmoidMLPRecord, target: float = 0.9, factor: float = 5.0) -> bool:
+def bn_reaches_accuracy_faster(record: SigmoidMLPRecord, target: float = 0.9, factor: float = 5.0) -> Claim:
     """Claim: with BN the test accuracy reaches ``target`` at least ``factor`` times sooner.
 
-    True if the BN network reaches ``target`` within the run and the network without BN
-    needs at least ``factor`` times as many steps (or never gets there).
+    Holds if the BN network reaches ``target`` within the run and the network without BN
+    needs at least ``factor`` times as many steps (or never gets there). Measured: steps
+    without BN / steps with BN (inf if only BN gets there); threshold: ``factor``.
     """
     with_bn = steps_to_accuracy(record.eval_steps, record.accuracy_with_bn, target)
     without = steps_to_accuracy(record.eval_steps, record.accuracy_without_bn, target)
-    return bool(np.isfinite(with_bn) and without >= factor * with_bn)
+    return Claim(holds=bool(np.isfinite(with_bn) and without >= factor * with_bn), measured=ratio(without, with_bn),
+                 threshold=factor)
 
 
-def bn_steadies_sigmoid_inputs(record: SigmoidMLPRecord, factor: float = 2.0, since: int = 100) -> bool:
+def bn_steadies_sigmoid_inputs(record: SigmoidMLPRecord, factor: float = 2.0, since: int = 100) -> Claim:
     """Claim: after the first ``since`` steps, the median of the sigmoid inputs wanders
-    at least ``factor`` times less with BN than without (:func:`median_drift`)."""
+    at least ``factor`` times less with BN than without (:func:`median_drift`).
+    Measured: drift without BN / drift with BN; threshold: ``factor``."""
     without = median_drift(record.percentiles_without_bn, record.probe_steps, record.q, since)
     with_bn = median_drift(record.percentiles_with_bn, record.probe_steps, record.q, since)
-    return bool(without >= factor * with_bn)
+    return Claim(holds=bool(without >= factor * with_bn), measured=ratio(without, with_bn), threshold=factor)
 
 
 def bn_keeps_sigmoid_input_width(record: SigmoidMLPRecord, at_most: float = 2.0, without_at_least: float = 20.0,
-                                 since: int = 100) -> bool:
+                                 since: int = 100) -> Claim:
     """Claim: after the first ``since`` steps, the width (85th − 15th percentile) of the
     sigmoid inputs changes by less than ``at_most`` times with BN, and by more than
     ``without_at_least`` times without BN (:func:`width_change`).
@@ -166,10 +173,12 @@ def bn_keeps_sigmoid_input_width(record: SigmoidMLPRecord, at_most: float = 2.0,
     Without BN the last hidden layer starts almost constant across examples (its
     Linear sees sigmoid outputs all near 0.5) and its sigmoid inputs spread out as the
     weights grow; with BN their width is set by γ from the first step.
+    Measured: (change with BN, change without BN); threshold: (``at_most``, ``without_at_least``).
     """
     with_bn = width_change(record.percentiles_with_bn, record.probe_steps, record.q, since)
     without = width_change(record.percentiles_without_bn, record.probe_steps, record.q, since)
-    return bool(with_bn < at_most and without > without_at_least)
+    return Claim(holds=bool(with_bn < at_most and without > without_at_least), measured=(with_bn, without),
+                 threshold=(at_most, without_at_least))
 
 
 # ----------------------------------------------------------------------------
@@ -257,7 +266,7 @@ def trainable_span(record: LearningRateSweepRecord) -> float:
 
 
 def bn_widens_learning_rate_range(with_bn: LearningRateSweepRecord, without_bn: LearningRateSweepRecord,
-                                  span: float = 300.0, narrow: float = 3.0, larger: float = 3.0) -> bool:
+                                  span: float = 300.0, narrow: float = 3.0, larger: float = 3.0) -> Claim:
     """Claim: BN turns a narrow band of learning rates that train into a wide one.
 
     True when all of these hold on the common grid:
@@ -267,21 +276,29 @@ def bn_widens_learning_rate_range(with_bn: LearningRateSweepRecord, without_bn: 
     - without BN the rates that train (if any) lie within a factor ``narrow``;
     - BN trains at every rate that trains without it, and its largest trainable rate
       is at least ``larger`` times the largest without it.
+
+    Measured: (BN's span, the span without BN (0 if no rate trains), BN's largest trainable
+    rate / the largest without BN (inf if none)); threshold: (``span``, ``narrow``, ``larger``).
     """
     if with_bn.norm != "batch" or without_bn.norm != "none":
         raise ValueError(f"Pass the sweep with norm='batch' first and norm='none' second; got "
                          f"{with_bn.norm!r} and {without_bn.norm!r}.")
     if not np.array_equal(with_bn.lrs, without_bn.lrs):
         raise ValueError("The two sweeps must use the same learning rates.")
+    measured = (trainable_span(with_bn), trainable_span(without_bn),
+                ratio(with_bn.largest_trainable_lr, without_bn.largest_trainable_lr) if without_bn.trains.any()
+                else math.inf)
+    threshold = (span, narrow, larger)
     if not with_bn.trains.any():
-        return False
+        return Claim(holds=False, measured=measured, threshold=threshold)
     inside = (with_bn.lrs >= with_bn.smallest_trainable_lr) & (with_bn.lrs <= with_bn.largest_trainable_lr)
     bn_wide = bool(with_bn.trains[inside].all()) and trainable_span(with_bn) >= span
     if not without_bn.trains.any():
-        return bn_wide
-    return bool(bn_wide and trainable_span(without_bn) <= narrow
-                and with_bn.trains[without_bn.trains].all()
-                and with_bn.largest_trainable_lr >= larger * without_bn.largest_trainable_lr)
+        return Claim(holds=bn_wide, measured=measured, threshold=threshold)
+    return Claim(holds=bool(bn_wide and trainable_span(without_bn) <= narrow
+                            and with_bn.trains[without_bn.trains].all()
+                            and with_bn.largest_trainable_lr >= larger * without_bn.largest_trainable_lr),
+                 measured=measured, threshold=threshold)
 
 
 # ----------------------------------------------------------------------------
@@ -393,20 +410,25 @@ def _smallest_and_largest(record: BatchSizeRecord) -> tuple[int, int]:
     return int(np.argmin(record.batch_sizes)), int(np.argmax(record.batch_sizes))
 
 
-def bn_degrades_at_small_batch(record: BatchSizeRecord, bn_drop: float = 0.15, control_drop: float = 0.05) -> bool:
+def bn_degrades_at_small_batch(record: BatchSizeRecord, bn_drop: float = 0.15, control_drop: float = 0.05) -> Claim:
     """Claim: with BN the test accuracy at the smallest batch is at least ``bn_drop``
     below that at the largest, while without BN it is at most ``control_drop`` below
-    (equal-examples protocol, eval mode)."""
+    (equal-examples protocol, eval mode). Measured: (the drop with BN, the drop without
+    BN), each accuracy at the largest batch minus at the smallest; threshold:
+    (``bn_drop``, ``control_drop``)."""
     small, large = _smallest_and_largest(record)
-    with_bn = record.test_accuracy_with_bn[large] - record.test_accuracy_with_bn[small]
-    without = record.test_accuracy_without_bn[large] - record.test_accuracy_without_bn[small]
-    return bool(with_bn >= bn_drop and without <= control_drop)
+    with_bn = float(record.test_accuracy_with_bn[large] - record.test_accuracy_with_bn[small])
+    without = float(record.test_accuracy_without_bn[large] - record.test_accuracy_without_bn[small])
+    return Claim(holds=bool(with_bn >= bn_drop and without <= control_drop), measured=(with_bn, without),
+                 threshold=(bn_drop, control_drop))
 
 
-def bn_small_batch_loss_survives_population_stats(record: BatchSizeRecord, drop: float = 0.15) -> bool:
+def bn_small_batch_loss_survives_population_stats(record: BatchSizeRecord, drop: float = 0.15) -> Claim:
     """Claim: even with its statistics re-estimated over the whole training set, the BN
     network trained at the smallest batch stays at least ``drop`` below the one trained
-    at the largest: the loss is not (only) the error of the running averages."""
+    at the largest: the loss is not (only) the error of the running averages.
+    Measured: that drop; threshold: ``drop``."""
     small, large = _smallest_and_largest(record)
     population = record.test_accuracy_with_bn_population_stats
-    return bool(population[large] - population[small] >= drop)
+    measured = float(population[large] - population[small])
+    return Claim(holds=bool(measured >= drop), measured=measured, threshold=drop)
