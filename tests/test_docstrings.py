@@ -27,7 +27,7 @@ PENDING = ("layers",)
 
 #: Chapters being written, whose notebooks are not in chapters/ yet: their modules may cite them by
 #: title until then. When a chapter lands, cite its stem and remove its title from here.
-UNWRITTEN = {"BatchNorm at scale", "Transformers", "Training deep networks without normalization"}
+UNWRITTEN: set[str] = set()
 
 
 def _docstrings(path: Path) -> list[tuple[int, str]]:

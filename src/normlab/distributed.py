@@ -8,7 +8,7 @@
 - :func:`train_data_parallel`: the book's minibatch SGD with torch's ``DistributedDataParallel``,
   to be run on every rank: each step draws one global batch and each rank takes its slice.
 
-Chapter "BatchNorm at scale".
+Chapter ``12_batchnorm_at_scale``.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class Workers:
     and :class:`WorkerError` is raised naming the rank, with its traceback; the object is then
     closed. :meth:`close` (or leaving the ``with`` block) stops the workers and waits for them;
     none is left behind.
-    Chapter "BatchNorm at scale".
+    Chapter ``12_batchnorm_at_scale``.
     """
 
     def __init__(self, world_size: int, backend: str = "gloo", timeout: float = 120.0,
@@ -266,7 +266,7 @@ def run(fn: Callable[..., Any], world_size: int, *args: Any, timeout: float = 12
     """Start ``world_size`` gloo workers, call ``fn(rank, world_size, *args, **kwargs)`` on each, stop them.
 
     Returns the results by rank; raises :class:`WorkerError` naming the rank that failed.
-    Chapter "BatchNorm at scale".
+    Chapter ``12_batchnorm_at_scale``.
     """
     with Workers(world_size, timeout=timeout) as workers:
         return workers.run(fn, *args, **kwargs)
@@ -319,7 +319,7 @@ def train_data_parallel(rank: int, world_size: int, model: nn.Module, data: Data
     normalizes its own slice. Cross-entropy, plain SGD; the test set is evaluated in eval mode on
     every rank at step 0, every ``eval_every`` steps and at the end. ``ddp=False`` trains each rank
     alone (no gradient averaging), for measuring the cost of synchronization.
-    Chapter "BatchNorm at scale".
+    Chapter ``12_batchnorm_at_scale``.
     """
     if per_rank_batch < 1 or world_size * per_rank_batch > len(data.x_train):
         raise ValueError(f"per_rank_batch must lie in 1..{len(data.x_train) // world_size} for {world_size} ranks "

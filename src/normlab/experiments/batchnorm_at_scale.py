@@ -1,4 +1,4 @@
-"""Experiments of chapter "BatchNorm at scale": statistics across devices, ghost batches, non-i.i.d. batches.
+"""Experiments of chapter ``12_batchnorm_at_scale``: statistics across devices, ghost batches, non-i.i.d. batches.
 
 Every experiment trains a small ReLU MLP (hidden widths ``HIDDEN``) on scikit-learn's 8x8 digits
 (:func:`normlab.data.digits`) by plain SGD.
@@ -138,7 +138,7 @@ def per_device_statistics(seed: int = 0, world_size: int = 2, per_rank_batch: in
     each rank's BatchNorm using its own slice, DDP with :class:`SyncBatchNorm`; then a fourth run
     of each rank alone (no DDP, plain BN) only to time a step without communication. ``workers``:
     running :class:`Workers` of ``world_size`` processes to reuse (else started and stopped here).
-    Chapter "BatchNorm at scale".
+    Chapter ``12_batchnorm_at_scale``.
     """
     ds = data.digits(seed=seed)
     own = workers is None
@@ -204,7 +204,7 @@ class GhostNoiseRecord:
 def ghost_batch_noise(seed: int = 0, sizes: Sequence[int] = (2, 4, 8, 16, 32, 64, 128), draws: int = 200
                       ) -> GhostNoiseRecord:
     """Noise of batch statistics against the virtual batch size, measured on ``draws`` random ghost batches each.
-    Chapter "BatchNorm at scale"."""
+    Chapter ``12_batchnorm_at_scale``."""
     ds = data.digits(seed=seed)
     generator = torch.Generator().manual_seed(seed)
     layer = nn.Linear(ds.num_features, HIDDEN[0])
@@ -278,7 +278,7 @@ def non_iid_batches(seed: int = 0, classes_per_batch: int = 2, batch_size: int =
     5k/25k/40k-step schedule scaled to ``steps``: plain BN for the first eighth, d_max reached at
     five eighths, r_max at the end; momentum 0.01, the paper's α), GroupNorm with ``groups`` groups,
     and BatchNorm on i.i.d. batches as the reference. All start from the same seeded weights and
-    see batches from the same generator. Chapter "BatchNorm at scale".
+    see batches from the same generator. Chapter ``12_batchnorm_at_scale``.
     """
     ds = data.digits(seed=seed)
     warmup, d_steps, r_steps = steps // 8, steps * 5 // 8, steps
