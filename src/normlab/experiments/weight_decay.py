@@ -20,8 +20,10 @@ layer and BN's γ, β are not.
 - :func:`weight_decay_sweep` with ``decay_bn_affine=False``: no decay on BN's γ and β.
   Claim: :func:`gamma_shrinks_under_decay`.
 
-Each claim is a function of the returned record(s), so the chapter's check cells and the
-tests assert exactly the same thing.
+Each claim is a function of the returned record(s) that returns a
+:class:`~normlab.experiments._common.Claim` (holds, measured, threshold), so the chapter's
+check cells and the tests assert exactly the same thing, and the chapter glues the number each
+check compared with its threshold, which is written once, as the claim's default.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normlab import data, models, train
-from normlab.experiments._common import as_float64
+from normlab.experiments._common import Claim, as_float64
 from normlab.layers import BatchNorm1d
 from normlab.scale_invariance import equilibrium_relative_update, radial_cosine, scale_invariant_weights
 
@@ -154,35 +156,46 @@ def scale_invariance_on_network(seed: int = 0, scales: Sequence[float] = (1e-3, 
                             median_abs_cosine_random=random_cos)
 
 
-def loss_is_scale_invariant(record: InvarianceRecord, tol: float = 1e-12) -> bool:
-    """Claim: with ε = 0, |L(cW) − L(W)| / L(W) < ``tol`` for every c."""
-    return bool(np.all(record.loss_deviation[record.eps_values == 0] < tol))
+def loss_is_scale_invariant(record: InvarianceRecord, tol: float = 1e-12) -> Claim:
+    """Claim: with ε = 0, |L(cW) − L(W)| / L(W) < ``tol`` for every c. Measured: the largest deviation."""
+    deviation = record.loss_deviation[record.eps_values == 0]
+    return Claim(holds=bool(np.all(deviation < tol)), measured=float(deviation.max()), threshold=tol)
 
 
-def gradient_scales_inversely(record: InvarianceRecord, tol: float = 1e-10) -> bool:
-    """Claim: with ε = 0, ‖c∇L(cW) − ∇L(W)‖ / ‖∇L(W)‖ < ``tol`` for every c and layer."""
-    return bool(np.all(record.gradient_deviation[record.eps_values == 0] < tol))
+def gradient_scales_inversely(record: InvarianceRecord, tol: float = 1e-10) -> Claim:
+    """Claim: with ε = 0, ‖c∇L(cW) − ∇L(W)‖ / ‖∇L(W)‖ < ``tol`` for every c and layer.
+    Measured: the largest deviation."""
+    deviation = record.gradient_deviation[record.eps_values == 0]
+    return Claim(holds=bool(np.all(deviation < tol)), measured=float(deviation.max()), threshold=tol)
 
 
-def gradient_is_orthogonal(record: InvarianceRecord, tol: float = 1e-10, eps_tol: float = 1e-4) -> bool:
-    """Claim: |cos(w_i, g_i)| < ``tol`` for every unit with ε = 0, and < ``eps_tol`` with ε > 0."""
+def gradient_is_orthogonal(record: InvarianceRecord, tol: float = 1e-10, eps_tol: float = 1e-4) -> Claim:
+    """Claim: |cos(w_i, g_i)| < ``tol`` for every unit with ε = 0, and < ``eps_tol`` with ε > 0.
+    Measured: (the largest |cos| with ε = 0, the largest with ε > 0); threshold: (``tol``, ``eps_tol``)."""
     exact = record.eps_values == 0
-    return bool(np.all(record.max_abs_cosine[exact] < tol) and np.all(record.max_abs_cosine[~exact] < eps_tol))
+    holds = np.all(record.max_abs_cosine[exact] < tol) and np.all(record.max_abs_cosine[~exact] < eps_tol)
+    return Claim(holds=bool(holds),
+                 measured=(float(record.max_abs_cosine[exact].max()), float(record.max_abs_cosine[~exact].max())),
+                 threshold=(tol, eps_tol))
 
 
 def eps_breaks_invariance_at_small_scale(record: InvarianceRecord, small: float = 1e-3, large: float = 10.0,
                                          broken: tuple[float, float] = (1e-3, 0.3),
-                                         kept: tuple[float, float] = (1e-4, 1e-3)) -> bool:
+                                         kept: tuple[float, float] = (1e-4, 1e-3)) -> Claim:
     """Claim: with ε > 0, at c = ``small`` the loss and the rescaled gradient deviate from their
     values at c = 1 by more than ``broken`` = (loss, gradient) (relative), while for every
-    c ≥ ``large`` they stay within ``kept`` = (loss, gradient)."""
+    c ≥ ``large`` they stay within ``kept`` = (loss, gradient). Measured: (smallest loss and
+    gradient deviations at ``small``, largest loss and gradient deviations at c ≥ ``large``);
+    threshold: (*broken, *kept)."""
     eps = record.eps_values > 0
     small_k, large_k = record.scales == small, record.scales >= large
-    ok = True
+    ok, at_small, at_large = True, [], []
     for dev, lo, hi in [(record.loss_deviation[eps], broken[0], kept[0]),
                         (record.gradient_deviation[eps], broken[1], kept[1])]:
         ok &= bool(np.all(dev[:, small_k] > lo) and np.all(dev[:, large_k] < hi))
-    return ok
+        at_small.append(float(dev[:, small_k].min()))
+        at_large.append(float(dev[:, large_k].max()))
+    return Claim(holds=ok, measured=(*at_small, *at_large), threshold=(*broken, *kept))
 
 
 # ----------------------------------------------------------------------------
@@ -216,7 +229,8 @@ def _param_groups(net: nn.Sequential, lr: float, weight_decay: float, invariant_
 def _sgd_with_norms(net: nn.Sequential, ds: data.Dataset, *, steps: int, lr: float, batch_size: int, seed: int,
                     weight_decay: float = 0.0, invariant_lr: float | None = None, decay_bn_affine: bool = True,
                     eval_every: int = 100) -> _Run:
-    """Plain minibatch SGD by :func:`normlab.train.train`, recording ‖W‖ and ‖∇L‖ of the scale-invariant weights.
+    """Plain minibatch SGD by :func:`normlab.train.train`, recording ‖W‖ and ‖∇L‖ of the
+    scale-invariant weights.
 
     The scale-invariant weights may get their own learning rate. Weight decay is torch's
     coupled L2 term (w ← w − η(g + λw)), on every parameter, or on all but BN's γ and β
@@ -309,20 +323,26 @@ def rescaled_training(seed: int = 0, scales: Sequence[float] = (1e-3, 1e-1, 10.0
                                   direction_deviation=dir_dev)
 
 
-def rescaled_runs_match(record: RescaledTrainingRecord, tol: float = 1e-9) -> bool:
+def rescaled_runs_match(record: RescaledTrainingRecord, tol: float = 1e-9) -> Claim:
     """Claim: with ε = 0, every rescaled run's losses and final weight directions match the
-    reference's to ``tol`` (rounding only)."""
+    reference's to ``tol`` (rounding only). Measured: the larger of the two largest deviations."""
     exact = record.eps_values == 0
-    return bool(np.all(record.loss_deviation[exact] < tol) and np.all(record.direction_deviation[exact] < tol))
+    measured = float(max(record.loss_deviation[exact].max(), record.direction_deviation[exact].max()))
+    holds = np.all(record.loss_deviation[exact] < tol) and np.all(record.direction_deviation[exact] < tol)
+    return Claim(holds=bool(holds), measured=measured, threshold=tol)
 
 
 def eps_separates_small_scale_runs(record: RescaledTrainingRecord, small: float = 1e-3, large: float = 0.1,
-                                   apart: float = 0.1, close: float = 0.05) -> bool:
+                                   apart: float = 0.1, close: float = 0.05) -> Claim:
     """Claim: with ε > 0, the run at c = ``small`` ends with weight directions more than ``apart``
-    (relative) from the reference's, while every run with c ≥ ``large`` stays within ``close``."""
+    (relative) from the reference's, while every run with c ≥ ``large`` stays within ``close``.
+    Measured: (the smallest deviation at ``small``, the largest at c ≥ ``large``); threshold:
+    (``apart``, ``close``)."""
     eps = record.eps_values > 0
     dev = record.direction_deviation[eps]
-    return bool(np.all(dev[:, record.scales == small] > apart) and np.all(dev[:, record.scales >= large] < close))
+    at_small, at_large = dev[:, record.scales == small], dev[:, record.scales >= large]
+    return Claim(holds=bool(np.all(at_small > apart) and np.all(at_large < close)),
+                 measured=(float(at_small.min()), float(at_large.max())), threshold=(apart, close))
 
 
 # ----------------------------------------------------------------------------
@@ -367,8 +387,9 @@ def weight_decay_sweep(seed: int = 0, weight_decays: Sequence[float] = (0.0, 1e-
     """
     ds = _digits_float64(seed)
     net = bn_mlp(ds.num_features, ds.num_classes, seed)
-    runs = [_sgd_with_norms(copy.deepcopy(net), ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed, weight_decay=wd,
-                 eval_every=eval_every, decay_bn_affine=decay_bn_affine) for wd in weight_decays]
+    runs = [_sgd_with_norms(copy.deepcopy(net), ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                            weight_decay=wd, eval_every=eval_every, decay_bn_affine=decay_bn_affine)
+            for wd in weight_decays]
     norms = np.stack([r.norms for r in runs])
     grads = np.stack([r.grad_norms for r in runs])
     errors = []
@@ -389,39 +410,50 @@ def relative_update_rms(record: WeightDecayRecord, last: float = 0.25) -> np.nda
     return np.sqrt(np.mean(ratio**2, axis=-1))
 
 
-def norm_identity_holds(record: WeightDecayRecord, tol: float = 2e-2) -> bool:
-    """Claim: equation (2) holds at every step, every layer and every decay to ``tol`` (relative)."""
-    return bool(np.all(record.identity_error < tol))
+def norm_identity_holds(record: WeightDecayRecord, tol: float = 2e-2) -> Claim:
+    """Claim: equation (2) holds at every step, every layer and every decay to ``tol`` (relative).
+    Measured: the largest relative error."""
+    return Claim(holds=bool(np.all(record.identity_error < tol)), measured=float(record.identity_error.max()),
+                 threshold=tol)
 
 
-def norm_grows_without_decay(record: WeightDecayRecord, factor: float = 1.0) -> bool:
+def norm_grows_without_decay(record: WeightDecayRecord, factor: float = 1.0) -> Claim:
     """Claim: without weight decay, ‖W‖ never decreases in any layer, and ends at least
-    ``factor`` times its initial value."""
+    ``factor`` times its initial value. Measured: (the smallest change of ‖W‖ in one step, the
+    smallest final / initial ‖W‖); threshold: (0, ``factor``)."""
     norms = record.norms[record.weight_decays == 0]
-    return bool(norms.size and np.all(np.diff(norms, axis=-1) >= 0)
-                and np.all(norms[..., -1] >= factor * norms[..., 0]))
+    if not norms.size:
+        return Claim(holds=False, measured=(np.nan, np.nan), threshold=(0.0, factor))
+    return Claim(holds=bool(np.all(np.diff(norms, axis=-1) >= 0) and np.all(norms[..., -1] >= factor * norms[..., 0])),
+                 measured=(float(np.diff(norms, axis=-1).min()), float((norms[..., -1] / norms[..., 0]).min())),
+                 threshold=(0.0, factor))
 
 
 def decay_reaches_equilibrium(record: WeightDecayRecord, min_decay: float = 1e-2, rtol: float = 0.1,
-                              last: float = 0.25) -> bool:
+                              last: float = 0.25) -> Claim:
     """Claim: for every decay ≥ ``min_decay``, the RMS relative update η‖g‖/‖W‖ over the last
-    ``last`` of training is within ``rtol`` of √(ηλ(2 − ηλ)) in every layer."""
+    ``last`` of training is within ``rtol`` of √(ηλ(2 − ηλ)) in every layer. Measured: the
+    largest |RMS / prediction − 1|."""
     rms = relative_update_rms(record, last)
-    ok = True
+    ok, worst = True, 0.0
     for i, wd in enumerate(record.weight_decays):
         if wd >= min_decay:
             predicted = equilibrium_relative_update(record.lr, wd)
             ok &= bool(np.all(np.abs(rms[i] / predicted - 1) < rtol))
-    return ok
+            worst = max(worst, float(np.max(np.abs(rms[i] / predicted - 1))))
+    return Claim(holds=ok, measured=worst, threshold=rtol)
 
 
-def effective_lr_raised_by_decay(record: WeightDecayRecord, factor: float = 2.0) -> bool:
+def effective_lr_raised_by_decay(record: WeightDecayRecord, factor: float = 2.0) -> Claim:
     """Claim: at the end of training the effective learning rate η/‖W‖² of every layer is at
-    least ``factor`` times larger with the largest weight decay than without decay."""
+    least ``factor`` times larger with the largest weight decay than without decay.
+    Measured: the smallest ratio over the layers."""
     final = record.effective_lr[:, :, -1]
     none = final[record.weight_decays == 0]
     top = final[np.argmax(record.weight_decays)]
-    return bool(none.size and np.all(top >= factor * none))
+    if not none.size:
+        return Claim(holds=False, measured=np.nan, threshold=factor)
+    return Claim(holds=bool(np.all(top >= factor * none)), measured=float((top / none).min()), threshold=factor)
 
 
 # ----------------------------------------------------------------------------
@@ -429,10 +461,10 @@ def effective_lr_raised_by_decay(record: WeightDecayRecord, factor: float = 2.0)
 
 
 def gamma_shrinks_under_decay(decayed: WeightDecayRecord, undecayed: WeightDecayRecord, weight_decay: float = 1e-2,
-                              below: float = 0.5) -> bool:
+                              below: float = 0.5) -> Claim:
     """Claim: with decay ``weight_decay`` on γ, the mean γ of every BN layer ends below ``below``
     times its mean in the same run without decay on γ and β (``undecayed``, from
-    ``decay_bn_affine=False``)."""
+    ``decay_bn_affine=False``). Measured: the largest ratio (with decay / without) over the layers."""
     if decayed.decay_bn_affine is False or undecayed.decay_bn_affine is True:
         raise ValueError("gamma_shrinks_under_decay needs a sweep with decay_bn_affine=True first and one with "
                          "decay_bn_affine=False second.")
@@ -440,4 +472,5 @@ def gamma_shrinks_under_decay(decayed: WeightDecayRecord, undecayed: WeightDecay
     without = undecayed.gamma_mean[undecayed.weight_decays == weight_decay]
     if len(with_decay) != 1 or len(without) != 1:
         raise ValueError(f"Both sweeps must include weight_decay={weight_decay}.")
-    return bool(np.all(with_decay[0] < below * without[0]))
+    return Claim(holds=bool(np.all(with_decay[0] < below * without[0])),
+                 measured=float((with_decay[0] / without[0]).max()), threshold=below)
