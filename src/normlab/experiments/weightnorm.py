@@ -23,8 +23,10 @@ re-initialized. Data: scikit-learn's 8x8 digits (:func:`normlab.data.digits`).
 - :func:`train_deep_networks`: those deep networks trained on digits at each init.
   Claims: :func:`scaled_init_trains_deep_networks`, :func:`plain_init_starts_exploded`.
 
-Each claim is a function of the returned record(s), so the chapter's check cells and
-the tests assert exactly the same thing.
+Each claim is a function of the returned record(s) that returns a
+:class:`~normlab.experiments._common.Claim` (holds, measured, threshold), so the chapter's
+check cells and the tests assert exactly the same thing, and the chapter glues what each
+check measured and its threshold, written once, as the claim's default.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normlab import data, models, train
-from normlab.experiments._common import as_float64
+from normlab.experiments._common import Claim, as_float64
 from normlab.layers import (
     MeanOnlyBatchNorm1d,
     WeightNormLinear,
@@ -284,7 +286,8 @@ def _norm_growth_run(ds: data.Dataset, lr: float, seed: int, steps: int, batch_s
 
     def after_update(_step: int, _net: nn.Module, _loss: float) -> None:
         after = [layer.v.detach().pow(2).sum(1) for layer in layers]
-        run["err"].append(max(float(((a - b - lr**2 * gs).abs() / b).max()) for a, b, gs in zip(after, before, grad_sq)))
+        run["err"].append(max(float(((a - b - lr**2 * gs).abs() / b).max())
+                              for a, b, gs in zip(after, before, grad_sq)))
         run["growth"].append(float(torch.cat([lr**2 * gs / b for b, gs in zip(before, grad_sq)]).median()))
         run["sq"].append([float(a.mean()) for a in after])
 
@@ -295,36 +298,45 @@ def _norm_growth_run(ds: data.Dataset, lr: float, seed: int, steps: int, batch_s
     return run
 
 
-def gradient_formulas_hold(record: NormGrowthRecord, tol: float = 1e-10) -> bool:
-    """Claim: the closed-form ∇g L and ∇v L equal autograd's to ``tol`` (relative), at every check."""
-    return bool(np.all(record.formula_error < tol))
+def gradient_formulas_hold(record: NormGrowthRecord, tol: float = 1e-10) -> Claim:
+    """Claim: the closed-form ∇g L and ∇v L equal autograd's to ``tol`` (relative), at every check.
+    Measured: the largest relative error."""
+    return Claim(holds=bool(np.all(record.formula_error < tol)), measured=float(record.formula_error.max()),
+                 threshold=tol)
 
 
-def v_orthogonal_to_gradient(record: NormGrowthRecord, tol: float = 1e-10) -> bool:
-    """Claim: |cos(v, ∇v L)| < ``tol`` for every row of every layer at every step."""
-    return bool(np.all(record.max_cosine < tol))
+def v_orthogonal_to_gradient(record: NormGrowthRecord, tol: float = 1e-10) -> Claim:
+    """Claim: |cos(v, ∇v L)| < ``tol`` for every row of every layer at every step. Measured: the largest |cos|."""
+    return Claim(holds=bool(np.all(record.max_cosine < tol)), measured=float(record.max_cosine.max()), threshold=tol)
 
 
-def norm_growth_identity_holds(record: NormGrowthRecord, tol: float = 1e-12, margin: float = 1e4) -> bool:
+def norm_growth_identity_holds(record: NormGrowthRecord, tol: float = 1e-12, margin: float = 1e4) -> Claim:
     """Claim: ‖v_{t+1}‖² = ‖v_t‖² + η²‖∇v L‖² at every step, to ``tol`` relative to ‖v_t‖², and
     that is at least ``margin`` times smaller than the median growth term it checks (so
-    the test could fail: dropping η²‖∇v L‖² would be an error ``margin`` times too large)."""
+    the test could fail: dropping η²‖∇v L‖² would be an error ``margin`` times too large).
+    Measured: (the largest error, the smallest median growth term over the largest error);
+    threshold: (``tol``, ``margin``)."""
     ok_error = bool(np.all(record.identity_error < tol))
-    ok_margin = bool(np.all(np.median(record.relative_growth, axis=1) > margin * record.identity_error.max()))
-    return ok_error and ok_margin
+    largest = float(record.identity_error.max())
+    ok_margin = bool(np.all(np.median(record.relative_growth, axis=1) > margin * largest))
+    smallest_growth = float(np.median(record.relative_growth, axis=1).min())
+    return Claim(holds=ok_error and ok_margin, measured=(largest, smallest_growth / largest if largest > 0 else np.inf),
+                 threshold=(tol, margin))
 
 
-def effective_lr_decays_faster_at_larger_lr(record: NormGrowthRecord, factor: float = 2.0) -> bool:
+def effective_lr_decays_faster_at_larger_lr(record: NormGrowthRecord, factor: float = 2.0) -> Claim:
     """Claim: the effective learning rate η/‖v‖² falls by a larger fraction at a larger η.
 
     For each layer, the decay ‖v_0‖²/‖v_T‖² (the effective rate at the end over the one at
     the start) strictly decreases along the increasing ``lrs``, and at the largest rate it
-    is at most 1/``factor``.
+    is at most 1/``factor``. Measured: the largest fraction of the effective rate left at the
+    largest rate, over the layers; threshold: 1/``factor``.
     """
     decay = record.sq_norm[:, 0, :] / record.sq_norm[:, -1, :]  # (lr, layer)
     order = np.argsort(record.lrs)
     decay = decay[order]
-    return bool(np.all(np.diff(decay, axis=0) < 0) and np.all(decay[-1] <= 1 / factor))
+    return Claim(holds=bool(np.all(np.diff(decay, axis=0) < 0) and np.all(decay[-1] <= 1 / factor)),
+                 measured=float(decay[-1].max()), threshold=1 / factor)
 
 
 # ----------------------------------------------------------------------------
@@ -389,20 +401,26 @@ def data_dependent_init_statistics(seed: int = 0, hidden: Sequence[int] = (100, 
 
 def data_dependent_init_standardizes(record: DataDependentInitRecord, tol: float = 1e-4, test_mean: float = 0.5,
                                      test_median_std: tuple[float, float] = (0.7, 2.0),
-                                     before_last_std: float = 0.2) -> bool:
+                                     before_last_std: float = 0.2) -> Claim:
     """Claim: the initialization standardizes the pre-activations, and the default init did not.
 
     On its own batch every unit of every layer has mean 0 and std 1 (to ``tol``); on
     the unseen test images every unit's |mean| < ``test_mean`` and each layer's median
     std lies in ``test_median_std``; before it (torch's default init, g = ‖v‖) every unit
     of the last layer had std below ``before_last_std`` on the test images.
+    Measured: (the largest |mean| or |std − 1| on the batch, the largest |mean| on the test images,
+    the smallest and largest median std there, the largest std of the last layer before);
+    threshold: (``tol``, ``test_mean``, *``test_median_std``, ``before_last_std``).
     """
     exact = bool(np.all(record.init_mean < tol) and np.all(np.abs(record.init_std - 1) < tol))
     median = record.test_std[:, 1]
     close = bool(np.all(record.test_mean < test_mean) and np.all(median > test_median_std[0])
                  and np.all(median < test_median_std[1]))
     shrank = bool(record.before_std[-1, 2] < before_last_std)
-    return exact and close and shrank
+    measured = (float(max(record.init_mean.max(), np.abs(record.init_std - 1).max())), float(record.test_mean.max()),
+                float(median.min()), float(median.max()), float(record.before_std[-1, 2]))
+    return Claim(holds=exact and close and shrank, measured=measured,
+                 threshold=(tol, test_mean, *test_median_std, before_last_std))
 
 
 # ----------------------------------------------------------------------------
@@ -451,13 +469,15 @@ def one_layer_norm_ratio(seed: int = 0, shapes: Sequence[tuple[int, int]] = ((12
     return OneLayerRecord(shapes=[tuple(s) for s in shapes], ratios={k: np.asarray(v) for k, v in out.items()})
 
 
-def one_layer_preserves_norm(record: OneLayerRecord, sigmas: float = 4.0) -> bool:
+def one_layer_preserves_norm(record: OneLayerRecord, sigmas: float = 4.0) -> Claim:
     """Claim: with the scaled g the mean ratio is 1 within ``sigmas`` standard errors for every
-    shape; with g = 1 it is fan_out/(2 fan_in), also within ``sigmas`` standard errors."""
-    scaled = np.abs(record.mean("scaled") - 1) < sigmas * record.standard_error("scaled")
+    shape; with g = 1 it is fan_out/(2 fan_in), also within ``sigmas`` standard errors.
+    Measured: the largest distance from the prediction, in standard errors, over shapes and both inits."""
+    scaled = np.abs(record.mean("scaled") - 1) / record.standard_error("scaled")
     expected = np.asarray([fo / (2 * fi) for fi, fo in record.shapes])
-    plain = np.abs(record.mean("plain") - expected) < sigmas * record.standard_error("plain")
-    return bool(scaled.all() and plain.all())
+    plain = np.abs(record.mean("plain") - expected) / record.standard_error("plain")
+    return Claim(holds=bool((scaled < sigmas).all() and (plain < sigmas).all()),
+                 measured=float(max(scaled.max(), plain.max())), threshold=sigmas)
 
 
 # ----------------------------------------------------------------------------
@@ -550,30 +570,38 @@ def signal_propagation(arch: str = "mlp", seed: int = 0, depth: int = 20, width:
     return SignalRecord(arch=arch, depth=depth, width=width, in_features=ds.num_features, forward=fwd, backward=bwd)
 
 
-def scaled_init_preserves_signal(record: SignalRecord, low: float = 0.5, high: float = 2.0) -> bool:
-    """Claim: with the scaled init, ‖h_l‖/‖x‖ and the backward ratio stay within [``low``, ``high``] at every layer."""
+def scaled_init_preserves_signal(record: SignalRecord, low: float = 0.5, high: float = 2.0) -> Claim:
+    """Claim: with the scaled init, ‖h_l‖/‖x‖ and the backward ratio stay within [``low``, ``high``] at
+    every layer. Measured: (the smallest, the largest) of both ratios over the layers."""
     f, b = record.forward["scaled"], record.backward["scaled"]
-    return bool(np.all((f > low) & (f < high)) and np.all((b > low) & (b < high)))
+    both = np.concatenate([f, b])
+    return Claim(holds=bool(np.all((f > low) & (f < high)) and np.all((b > low) & (b < high))),
+                 measured=(float(both.min()), float(both.max())), threshold=(low, high))
 
 
-def plain_init_vanishes_or_explodes(record: SignalRecord, factor: float = 10.0) -> bool:
+def plain_init_vanishes_or_explodes(record: SignalRecord, factor: float = 10.0) -> Claim:
     """Claim: with the plain init (g = 1) the signal leaves [1/``factor``, ``factor``] by the top layer.
 
     MLP: the forward ratio at the top and the backward ratio at the bottom are below
     1/``factor`` (both vanish, by about 1/√2 a layer). Residual: both are above
-    ``factor`` (the stream grows by about √(1 + 1/4) a block).
+    ``factor`` (the stream grows by about √(1 + 1/4) a block). Measured: (the forward ratio at
+    the top, the backward ratio at the bottom); threshold: 1/``factor`` (MLP) or ``factor``.
     """
-    f_top, b_bottom = record.forward["plain"][-1], record.backward["plain"][0]
+    f_top, b_bottom = float(record.forward["plain"][-1]), float(record.backward["plain"][0])
     if record.arch == "mlp":
-        return bool(f_top < 1 / factor and b_bottom < 1 / factor)
-    return bool(f_top > factor and b_bottom > factor)
+        return Claim(holds=f_top < 1 / factor and b_bottom < 1 / factor, measured=(f_top, b_bottom),
+                     threshold=1 / factor)
+    return Claim(holds=f_top > factor and b_bottom > factor, measured=(f_top, b_bottom), threshold=factor)
 
 
-def plain_init_matches_prediction(record: SignalRecord, factor: float = 2.5) -> bool:
+def plain_init_matches_prediction(record: SignalRecord, factor: float = 2.5) -> Claim:
     """Claim: the plain init's measured forward and backward growth lie within ``factor`` of
-    :meth:`SignalRecord.plain_prediction` (the expected-squared-norm estimate)."""
+    :meth:`SignalRecord.plain_prediction` (the expected-squared-norm estimate).
+    Measured: the largest factor between a measured growth and its prediction."""
     predicted, measured = record.plain_prediction(), record.plain_measured()
-    return all(p / factor < m < p * factor for p, m in zip(predicted, measured))
+    apart = max(max(m / p, p / m) for p, m in zip(predicted, measured))
+    return Claim(holds=all(p / factor < m < p * factor for p, m in zip(predicted, measured)), measured=float(apart),
+                 threshold=factor)
 
 
 # ----------------------------------------------------------------------------
@@ -624,20 +652,22 @@ def train_deep_networks(arch: str = "mlp", seed: int = 0, depth: int = 20, width
 
 
 def scaled_init_trains_deep_networks(record: DeepTrainingRecord, at_least: float = 0.75,
-                                     gap: float | None = 0.4) -> bool:
+                                     gap: float | None = 0.4) -> Claim:
     """Claim: with the scaled init the deep network reaches final test accuracy ≥ ``at_least``
     without diverging, and (unless ``gap`` is None) ends at least ``gap`` above the plain
-    init, a diverged plain run counting as accuracy 0."""
-    scaled = record.final_accuracy("scaled")
-    if record.diverged["scaled"] or scaled < at_least:
-        return False
-    if gap is None:
-        return True
+    init, a diverged plain run counting as accuracy 0. Measured: (the scaled init's final
+    accuracy, 0 if it diverged; its lead over the plain init); threshold: (``at_least``, ``gap``,
+    NaN if None)."""
+    scaled = 0.0 if record.diverged["scaled"] else record.final_accuracy("scaled")
     plain = 0.0 if record.diverged["plain"] else record.final_accuracy("plain")
-    return bool(scaled - plain >= gap)
+    measured, threshold = (scaled, scaled - plain), (at_least, np.nan if gap is None else gap)
+    if record.diverged["scaled"] or scaled < at_least:
+        return Claim(holds=False, measured=measured, threshold=threshold)
+    return Claim(holds=gap is None or bool(scaled - plain >= gap), measured=measured, threshold=threshold)
 
 
-def plain_init_starts_exploded(record: DeepTrainingRecord, factor: float = 4.0) -> bool:
+def plain_init_starts_exploded(record: DeepTrainingRecord, factor: float = 4.0) -> Claim:
     """Claim: the plain init's first minibatch loss is at least ``factor`` times the scaled init's
-    (the residual stream, and with it the logits, start far too large)."""
-    return bool(record.train_loss["plain"][0] >= factor * record.train_loss["scaled"][0])
+    (the residual stream, and with it the logits, start far too large). Measured: that ratio."""
+    plain, scaled = float(record.train_loss["plain"][0]), float(record.train_loss["scaled"][0])
+    return Claim(holds=plain >= factor * scaled, measured=plain / scaled, threshold=factor)
