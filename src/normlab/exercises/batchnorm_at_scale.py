@@ -101,7 +101,7 @@ combine_moments = make_checker(Exercise(
     returns="Return the tuple (mean, var): two new arrays of shape (D,), the mean and the biased variance "
             "of the union of the shards.",
     hint=(
-        'Equations (8.1) and (8.2), `eq-scale-merge-mean` and `eq-scale-merge-var`, in section 8.2 '
+        'Equations (12.1), `eq-scale-merge-mean`, and (12.2), `eq-scale-merge-var`, in section 12.2 '
         '"Merging moments".',
         "A shard's mean counts as many times as it has examples. A shard's variance measures the spread "
         "around its own mean, not around the global one: turn it back into a sum of squared deviations, "
@@ -185,7 +185,7 @@ distributed_backward = make_checker(Exercise(
     returns="Return a tuple of three new arrays, in this order: this rank's dx of shape (n_r, D) like dout, "
             "then this rank's dgamma and dbeta, each of shape (D,).",
     hint=(
-        'Equation (8.3), `eq-scale-dx`, in section 8.3 "The distributed backward pass"; it is chapter 2\'s '
+        'Equation (12.3), `eq-scale-dx`, in section 12.3 "The distributed backward pass"; it is chapter 2\'s '
         "equation (2.5) with the batch replaced by the union of all shards.",
         "The forward pass normalized with statistics of all n values, so every mean in the backward pass "
         "is over all n values too: you were given the global sums, and n. γ and β are replicated on every "
@@ -275,7 +275,7 @@ ghost_batchnorm_forward = make_checker(Exercise(
     cases=_ghost_cases,
     returns="Return y, a new array of shape (N, D), the shape of x.",
     hint=(
-        'Equation (8.5), `eq-scale-ghost`, in section 8.5 "Ghost batches"; each ghost batch is normalized '
+        'Equation (12.5), `eq-scale-ghost`, in section 12.5 "Ghost batches"; each ghost batch is normalized '
         "by chapter 2's equation (2.1).",
         "Cut the batch into consecutive blocks of rows of the virtual batch size (the last block takes the "
         "rows that remain) and treat each block as if it were the whole batch: its own mean and biased "
