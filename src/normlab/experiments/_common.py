@@ -29,7 +29,8 @@ from torch import nn
 from normlab import data, models
 from normlab.layers import BatchNorm1d
 
-__all__ = ["Claim", "HIDDEN", "NORMS", "as_float64", "median_drift", "ratio", "sigmoid_mlp", "steps_to_accuracy", "width_change"]
+__all__ = ["Claim", "HIDDEN", "NORMS", "as_float64", "median_drift", "ratio", "sigmoid_mlp", "steps_to_accuracy",
+           "width_change"]
 
 #: Hidden widths of the book's standard MLP: three hidden layers of 100 units (Ioffe & Szegedy, §4.1).
 HIDDEN = (100, 100, 100)

@@ -8,7 +8,8 @@
 The two network experiments use scikit-learn's 8x8 digits (:func:`normlab.data.digits`)
 with plain minibatch SGD, batch 60:
 
-- :func:`noisy_batchnorm_experiment`: the sigmoid MLP of chapter ``03_batchnorm_experiments`` (:func:`normlab.experiments._common.sigmoid_mlp`), trained four ways:
+- :func:`noisy_batchnorm_experiment`: the sigmoid MLP of chapter ``03_batchnorm_experiments``
+  (:func:`normlab.experiments._common.sigmoid_mlp`), trained four ways:
   without BN, with BN, with noisy BN (:class:`normlab.layers.NoisyBatchNorm1d`: a
   random shift and rescaling of every unit, redrawn at every step) and with the same
   noise but no BN (:class:`normlab.layers.ShiftNoise`). It records test accuracy and the
@@ -20,8 +21,10 @@ with plain minibatch SGD, batch 60:
   network and for the sigmoid MLP, with BN and without. Claims:
   :func:`bn_does_not_reduce_gradient_ics` and :func:`bn_rotates_gradients_more`.
 
-Each claim is a function of the returned record(s), so the chapter's check cells and
-the tests assert exactly the same thing.
+Each claim is a function of the returned record(s) that returns a
+:class:`~normlab.experiments._common.Claim` (holds, measured, threshold), so the chapter's
+check cells and the tests assert exactly the same thing, and the chapter glues what was
+measured and the threshold, written once, as the claim's default.
 """
 
 from __future__ import annotations
@@ -34,7 +37,15 @@ import torch
 from torch import Tensor, nn
 
 from normlab import data, models, train
-from normlab.experiments._common import HIDDEN, median_drift, sigmoid_mlp, steps_to_accuracy, width_change
+from normlab.experiments._common import (
+    HIDDEN,
+    Claim,
+    median_drift,
+    ratio,
+    sigmoid_mlp,
+    steps_to_accuracy,
+    width_change,
+)
 from normlab.layers import BatchNorm1d, NoisyBatchNorm1d, ShiftNoise
 from normlab.probes import GradientICS, gradient_ics
 
@@ -137,12 +148,13 @@ def covariate_shift_regression(seed: int = 0, n_train: int = 200, n_test: int = 
         test_mse_ordinary=mse(ordinary, x_test, y_test), test_mse_weighted=mse(weighted, x_test, y_test))
 
 
-def importance_weighting_helps(record: CovariateShiftRecord, factor: float = 1.5) -> bool:
+def importance_weighting_helps(record: CovariateShiftRecord, factor: float = 1.5) -> Claim:
     """Claim: the importance-weighted line has a test error at least ``factor`` times smaller
     than the ordinary fit, which in turn has the smaller *training* error (it fits where
-    the training inputs are)."""
-    return bool(record.test_mse_ordinary >= factor * record.test_mse_weighted
-                and record.train_mse_ordinary <= record.train_mse_weighted)
+    the training inputs are). Measured: ordinary test error / weighted test error."""
+    return Claim(holds=bool(record.test_mse_ordinary >= factor * record.test_mse_weighted
+                            and record.train_mse_ordinary <= record.train_mse_weighted),
+                 measured=ratio(float(record.test_mse_ordinary), float(record.test_mse_weighted)), threshold=factor)
 
 
 #: The four networks of the noisy-BN experiment.
@@ -298,35 +310,44 @@ def width_shift(record: NoisyBNRecord, network: str, since: int = 100) -> float:
 
 
 def noise_raises_distribution_shift(record: NoisyBNRecord, factor_bn: float = 3.0, factor_none: float = 2.0,
-                                    drift_factor: float = 2.0) -> bool:
+                                    drift_factor: float = 2.0) -> Claim:
     """Claim: with noisy BN the medians of the sigmoid inputs jump from step to step at
     least ``factor_bn`` times more than with BN and ``factor_none`` times more than without BN
     (:func:`step_to_step_shift`), and over training they wander at least ``drift_factor``
-    times more than with BN (:func:`distribution_shift`)."""
+    times more than with BN (:func:`distribution_shift`). Measured: (jumps over BN's, jumps over
+    no-BN's, drift over BN's); threshold: (``factor_bn``, ``factor_none``, ``drift_factor``)."""
     jumps = step_to_step_shift(record, "noisy_batch")
-    return bool(jumps >= factor_bn * step_to_step_shift(record, "batch")
-                and jumps >= factor_none * step_to_step_shift(record, "none")
-                and distribution_shift(record, "noisy_batch") >= drift_factor * distribution_shift(record, "batch"))
+    jumps_bn, jumps_none = step_to_step_shift(record, "batch"), step_to_step_shift(record, "none")
+    drift, drift_bn = distribution_shift(record, "noisy_batch"), distribution_shift(record, "batch")
+    return Claim(holds=bool(jumps >= factor_bn * jumps_bn and jumps >= factor_none * jumps_none
+                            and drift >= drift_factor * drift_bn),
+                 measured=(ratio(jumps, jumps_bn), ratio(jumps, jumps_none), ratio(drift, drift_bn)),
+                 threshold=(factor_bn, factor_none, drift_factor))
 
 
 def noisy_bn_still_trains_fast(record: NoisyBNRecord, target: float = 0.9, within: int = 200,
-                               faster_than_none: float = 4.0, final_gap: float = 0.03) -> bool:
+                               faster_than_none: float = 4.0, final_gap: float = 0.03) -> Claim:
     """Claim: noise barely hurts the BN network. Noisy BN reaches ``target`` test accuracy
     within ``within`` steps, at least ``faster_than_none`` times sooner than the network
-    without BN, and ends within ``final_gap`` of BN's final test accuracy."""
+    without BN, and ends within ``final_gap`` of BN's final test accuracy. Measured: (noisy
+    BN's steps to ``target``, the no-BN network's steps over those, the final gap); threshold:
+    (``within``, ``faster_than_none``, ``final_gap``)."""
     steps = {n: steps_to_accuracy(record.eval_steps, record.accuracy[n], target) for n in NETWORKS}
     gap = abs(float(record.accuracy["batch"][-1] - record.accuracy["noisy_batch"][-1]))
-    return bool(steps["noisy_batch"] <= within and steps["none"] >= faster_than_none * steps["noisy_batch"]
-                and gap <= final_gap)
+    return Claim(holds=bool(steps["noisy_batch"] <= within and steps["none"] >= faster_than_none * steps["noisy_batch"]
+                            and gap <= final_gap),
+                 measured=(steps["noisy_batch"], ratio(steps["none"], steps["noisy_batch"]), gap),
+                 threshold=(within, faster_than_none, final_gap))
 
 
-def noise_does_not_break_the_network_without_bn(record: NoisyBNRecord, target: float = 0.9) -> bool:
+def noise_does_not_break_the_network_without_bn(record: NoisyBNRecord, target: float = 0.9) -> Claim:
     """Claim (contrary to the paper's finding, at this scale and with this noise): the network
     without BN but with the noise reaches ``target`` test accuracy, and no later than the
-    same network without the noise."""
+    same network without the noise. Measured: (steps to ``target`` with the noise, without it);
+    threshold: ``target``."""
     noisy = steps_to_accuracy(record.eval_steps, record.accuracy["noisy_none"], target)
     clean = steps_to_accuracy(record.eval_steps, record.accuracy["none"], target)
-    return bool(np.isfinite(noisy) and noisy <= clean)
+    return Claim(holds=bool(np.isfinite(noisy) and noisy <= clean), measured=(noisy, clean), threshold=target)
 
 
 # ----------------------------------------------------------------------------
@@ -384,7 +405,8 @@ def gradient_ics_over_training(network: str = "linear", norm: str = "batch", see
     either way. Plain SGD with cross-entropy. At step 0 and every ``measure_every`` steps,
     :func:`normlab.probes.gradient_ics` with the training ``lr`` on a fixed batch of
     ``batch_size`` training examples (drawn by ``seed``), for every Linear layer after the
-    first (the first has nothing upstream, so its G′ = G). Used in chapter ``04_internal_covariate_shift`` (Santurkar et al., Figure 5, at CPU scale).
+    first (the first has nothing upstream, so its G′ = G). Used in chapter
+    ``04_internal_covariate_shift`` (Santurkar et al., Figure 5, at CPU scale).
     """
     ds = data.digits(seed=seed)
     net = _network(network, norm, ds, seed)
@@ -418,22 +440,27 @@ def _pair(with_bn: GradientICSRecord, without_bn: GradientICSRecord) -> None:
 
 
 def bn_does_not_reduce_gradient_ics(with_bn: GradientICSRecord, without_bn: GradientICSRecord,
-                                    at_least: float = 1.0) -> bool:
+                                    at_least: float = 1.3) -> Claim:
     """Claim: averaged over layers and over the measurements after step 0, the gradient ICS
     with BN is at least ``at_least`` times that without BN, both as the paper measures it,
     ‖G − G′‖, and relative to the gradient, ‖G − G′‖/‖G‖ (``at_least=1``: BN does not
-    reduce it; above 1: BN increases it)."""
+    reduce it; above 1: BN increases it). Measured: (the ratio of ‖G − G′‖, the ratio of
+    ‖G − G′‖/‖G‖), with BN over without."""
     _pair(with_bn, without_bn)
     later = with_bn.steps > 0
-    return bool(with_bn.l2[later].mean() >= at_least * without_bn.l2[later].mean()
-                and with_bn.relative_l2[later].mean() >= at_least * without_bn.relative_l2[later].mean())
+    l2, relative = with_bn.l2[later].mean(), with_bn.relative_l2[later].mean()
+    l2_none, relative_none = without_bn.l2[later].mean(), without_bn.relative_l2[later].mean()
+    return Claim(holds=bool(l2 >= at_least * l2_none and relative >= at_least * relative_none),
+                 measured=(ratio(float(l2), float(l2_none)), ratio(float(relative), float(relative_none))),
+                 threshold=at_least)
 
 
 def bn_rotates_gradients_more(with_bn: GradientICSRecord, without_bn: GradientICSRecord,
-                              margin: float = 0.0) -> bool:
+                              margin: float = 0.01) -> Claim:
     """Claim: averaged over layers and over the measurements after step 0, cos(G, G′) is
     lower with BN than without, by at least ``margin``: the step of the layers below turns
-    a layer's gradient more with BN."""
+    a layer's gradient more with BN. Measured: the cosine without BN minus with BN."""
     _pair(with_bn, without_bn)
     later = with_bn.steps > 0
-    return bool(with_bn.cosine[later].mean() <= without_bn.cosine[later].mean() - margin)
+    cos_bn, cos_none = float(with_bn.cosine[later].mean()), float(without_bn.cosine[later].mean())
+    return Claim(holds=bool(cos_bn <= cos_none - margin), measured=cos_none - cos_bn, threshold=margin)
