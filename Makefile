@@ -1,4 +1,5 @@
-# normbook: two commands.
+# normbook: two commands. Each first installs the system packages it needs when missing (apt-get, as root or
+# with passwordless sudo; tools/system-packages): Python's venv and npm, and Chromium for the tests and the PDF.
 #   make book   set up .venv if missing, then build the site into _build/html
 #   make test   set up .venv if missing, build the book (-W), then run every test
 #   make student      the student edition: notebooks with stubs, and a site without solutions
