@@ -19,8 +19,10 @@
   chapter's comparison table (speed, train/eval gap, what each normalizer discards).
   Claims: :func:`timings_within`, :func:`comparison_facts_hold`.
 
-Each claim is a function of the returned record(s), so the chapter's check cells and the
-tests assert exactly the same thing.
+Each claim is a function of the returned record(s) that returns a
+:class:`~normlab.experiments._common.Claim` (holds, measured, threshold), so the chapter's
+check cells and the tests assert exactly the same thing, and the chapter glues what was
+measured and the threshold, written once, as the claim's default.
 
 WeightNorm is ``normlab.layers.WeightNormLinear`` (tested against
 ``torch.nn.utils.parametrizations.weight_norm`` in tests/test_weight_norm_layers.py).
@@ -39,7 +41,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from normlab import data, models, train
-from normlab.experiments._common import HIDDEN
+from normlab.experiments._common import HIDDEN, Claim, ratio
 from normlab.layers import (
     BatchNorm1d,
     BatchNorm2d,
@@ -265,15 +267,21 @@ def invariance_table(seed: int = 0, columns: Sequence[str] = PAPER_COLUMNS, eps:
                             invariant=cells <= tolerance, paper=paper, tolerance=tolerance, eps=eps)
 
 
-def invariance_matches_paper(record: InvarianceRecord, broken_above: float = 1e-2) -> bool:
+def invariance_matches_paper(record: InvarianceRecord, broken_above: float = 1e-2) -> Claim:
     """Claim: every computed cell agrees with Ba et al.'s Table 1, with a clear gap: an
     invariant cell changes by at most ``record.tolerance``, a non-invariant one by more than
-    ``broken_above``."""
+    ``broken_above``. Measured: (the number of cells that disagree with the paper, the largest
+    change of an invariant cell, the smallest of a non-invariant one); threshold: (0,
+    ``record.tolerance``, ``broken_above``)."""
     if record.columns != PAPER_COLUMNS:
         raise ValueError(f"invariance_matches_paper compares the paper's six columns; got {record.columns}.")
     cells = record.relative_change
     separated = np.all((cells <= record.tolerance) | (cells > broken_above))
-    return bool(separated and np.array_equal(record.invariant, record.paper))
+    measured = (int((record.invariant != record.paper).sum()),
+                float(cells[record.invariant].max()) if record.invariant.any() else 0.0,
+                float(cells[~record.invariant].min()) if (~record.invariant).any() else np.inf)
+    return Claim(holds=bool(separated and np.array_equal(record.invariant, record.paper)), measured=measured,
+                 threshold=(0, record.tolerance, broken_above))
 
 
 # ----------------------------------------------------------------------------
@@ -317,10 +325,10 @@ def statistic_masks(shape: tuple[int, int, int, int] = (6, 6, 3, 2), groups: int
     return masks
 
 
-def masks_match_definitions(masks: dict[str, np.ndarray], groups: int = 2) -> bool:
+def masks_match_definitions(masks: dict[str, np.ndarray], groups: int = 2) -> Claim:
     """Claim: the sets found by perturbation are the textbook ones: BN the channel over the
     batch and all positions; LN and RMSNorm the example; IN one channel of one example; GN one
-    group of C/G channels of one example."""
+    group of C/G channels of one example. Measured: the number of normalizers whose set differs."""
     n, c, hw = next(iter(masks.values())).shape
     expected = {norm: np.zeros((n, c, hw), dtype=bool) for norm in CUBE_NORMS}
     expected["batch"][:, 0, :] = True
@@ -328,7 +336,8 @@ def masks_match_definitions(masks: dict[str, np.ndarray], groups: int = 2) -> bo
     expected["rms"][0] = True
     expected["instance"][0, 0] = True
     expected["group"][0, : c // groups] = True
-    return all(np.array_equal(mask, expected[norm]) for norm, mask in masks.items())
+    differ = sum(not np.array_equal(mask, expected[norm]) for norm, mask in masks.items())
+    return Claim(holds=differ == 0, measured=differ, threshold=0)
 
 
 # ----------------------------------------------------------------------------
@@ -401,14 +410,17 @@ def batch_size_sensitivity(batch_sizes: Sequence[int] = (32, 16, 8, 4, 2), seed:
 
 
 def bn_degrades_where_batch_free_norms_hold(record: NormBatchSizeRecord, bn_drop: float = 0.2,
-                                            hold: float = 0.03) -> bool:
+                                            hold: float = 0.03) -> Claim:
     """Claim: BN's test accuracy at the smallest batch is at least ``bn_drop`` below its accuracy
     at the largest, while GN's and LN's accuracies stay within ``hold`` of each other at every
-    batch size (max − min over batch sizes ≤ ``hold``)."""
+    batch size (max − min over batch sizes ≤ ``hold``). Measured: (BN's drop, the largest
+    spread of the others); threshold: (``bn_drop``, ``hold``)."""
     small, large = int(np.argmin(record.batch_sizes)), int(np.argmax(record.batch_sizes))
     bn = record.accuracy("batch")
     others = [record.accuracy(norm) for norm in record.norms if norm != "batch"]
-    return bool(bn[large] - bn[small] >= bn_drop and all(a.max() - a.min() <= hold for a in others))
+    drop, spread = float(bn[large] - bn[small]), max((float(a.max() - a.min()) for a in others), default=0.0)
+    return Claim(holds=bool(drop >= bn_drop and all(a.max() - a.min() <= hold for a in others)),
+                 measured=(drop, spread), threshold=(bn_drop, hold))
 
 
 # ----------------------------------------------------------------------------
@@ -556,32 +568,41 @@ def _gain_index(record: RNNStatisticsRecord, gain: float) -> int:
 
 
 def ln_fixes_scale_over_time(record: RNNStatisticsRecord, gain: float = 3.0, growth: float = 2.0,
-                             tolerance: float = 0.05) -> bool:
+                             tolerance: float = 0.05) -> Claim:
     """Claim: at initialization with recurrent gain ``gain``, the std over units of the tanh input
     grows by at least ``growth`` from the first to the last step without LN, while with LN it is
-    within ``tolerance`` of 1 at every step and every gain."""
+    within ``tolerance`` of 1 at every step and every gain. Measured: (the growth without LN,
+    the largest |std − 1| with LN); threshold: (``growth``, ``tolerance``)."""
     i = _gain_index(record, gain)
     without = record.tanh_input_std_init[i, 0]
     with_ln = record.tanh_input_std_init[:, 1]
-    return bool(without[-1] >= growth * without[0] and np.all(np.abs(with_ln - 1.0) <= tolerance))
+    return Claim(holds=bool(without[-1] >= growth * without[0] and np.all(np.abs(with_ln - 1.0) <= tolerance)),
+                 measured=(ratio(float(without[-1]), float(without[0])), float(np.abs(with_ln - 1.0).max())),
+                 threshold=(growth, tolerance))
 
 
 def ln_rescues_large_recurrent_gain(record: RNNStatisticsRecord, gain: float = 3.0, factor: float = 3.0,
-                                    saturated: float = 0.3, unsaturated: float = 0.1) -> bool:
+                                    saturated: float = 0.3, unsaturated: float = 0.1) -> Claim:
     """Claim: at recurrent gain ``gain``, after training, the RNN without LN has a test loss at
     least ``factor`` times that of the RNN with LN, and more than ``saturated`` of its hidden
-    units are saturated (|h| > 0.95, averaged over steps) against fewer than ``unsaturated`` with LN."""
+    units are saturated (|h| > 0.95, averaged over steps) against fewer than ``unsaturated`` with LN.
+    Measured: (the loss ratio, saturation without LN, with LN); threshold: (``factor``,
+    ``saturated``, ``unsaturated``)."""
     i = _gain_index(record, gain)
     sat = record.saturation[i].mean(axis=-1)
-    return bool(record.test_loss[i, 0] >= factor * record.test_loss[i, 1]
-                and sat[0] > saturated and sat[1] < unsaturated)
+    return Claim(holds=bool(record.test_loss[i, 0] >= factor * record.test_loss[i, 1]
+                            and sat[0] > saturated and sat[1] < unsaturated),
+                 measured=(ratio(float(record.test_loss[i, 0]), float(record.test_loss[i, 1])), float(sat[0]),
+                           float(sat[1])),
+                 threshold=(factor, saturated, unsaturated))
 
 
-def plain_rnn_wins_at_unit_gain(record: RNNStatisticsRecord, gain: float = 1.0, factor: float = 3.0) -> bool:
+def plain_rnn_wins_at_unit_gain(record: RNNStatisticsRecord, gain: float = 1.0, factor: float = 3.0) -> Claim:
     """Claim (LN is not free): at recurrent gain ``gain`` the RNN without LN ends with a test loss
-    at least ``factor`` times smaller than the RNN with LN."""
+    at least ``factor`` times smaller than the RNN with LN. Measured: loss with LN / without."""
     i = _gain_index(record, gain)
-    return bool(record.test_loss[i, 1] >= factor * record.test_loss[i, 0])
+    return Claim(holds=bool(record.test_loss[i, 1] >= factor * record.test_loss[i, 0]),
+                 measured=ratio(float(record.test_loss[i, 1]), float(record.test_loss[i, 0])), threshold=factor)
 
 
 # ----------------------------------------------------------------------------
@@ -643,10 +664,11 @@ def normalizer_timings(batch: int = 128, features: int = 512, groups: int = 32, 
                         shape=(batch, features), repeats=repeats)
 
 
-def timings_within(record: TimingRecord, factor: float = 10.0) -> bool:
+def timings_within(record: TimingRecord, factor: float = 10.0) -> Claim:
     """Claim (coarse, timings are noisy): every normalizer's forward + backward takes less than
-    ``factor`` times BN's, for every implementation."""
-    return bool(np.all(record.ratio_to_batch < factor))
+    ``factor`` times BN's, for every implementation. Measured: the largest ratio to BN."""
+    return Claim(holds=bool(np.all(record.ratio_to_batch < factor)), measured=float(record.ratio_to_batch.max()),
+                 threshold=factor)
 
 
 @dataclass
@@ -731,7 +753,8 @@ def comparison_measurements(seed: int = 0, features: int = 16, batch: int = 8) -
     maps = torch.randn(2, c, h, w, generator=g, dtype=F64)
     with torch.no_grad():
         instance_change = _max_relative_difference(instance(image * contrast + brightness), instance(image))
-        rms_change, ln_change = _max_relative_difference(rms(x + shift), rms(x)), _max_relative_difference(ln(x + shift), ln(x))
+        rms_change = _max_relative_difference(rms(x + shift), rms(x))
+        ln_change = _max_relative_difference(ln(x + shift), ln(x))
         as_layer = (GroupNorm(1, c, dtype=F64)(maps) - LayerNorm((c, h, w), dtype=F64)(maps)).abs().max()
         as_instance = (GroupNorm(c, c, dtype=F64)(maps) - InstanceNorm2d(c, dtype=F64)(maps)).abs().max()
     return ComparisonRecord(
@@ -742,21 +765,28 @@ def comparison_measurements(seed: int = 0, features: int = 16, batch: int = 8) -
         group_equals_layer=float(as_layer), group_equals_instance=float(as_instance))
 
 
-def comparison_facts_hold(record: ComparisonRecord, exact: float = 1e-9, visible: float = 0.01) -> bool:
+def comparison_facts_hold(record: ComparisonRecord, exact: float = 1e-9, visible: float = 0.01) -> Claim:
     """Claim: every limitation in the comparison table shows. BN's train and eval outputs differ
     and one example's BN output depends on its batch-mates (> ``visible``), LN's do not
     (≤ ``exact``); InstanceNorm forgets per-channel contrast and brightness (≤ ``exact``) and
     refuses 1 × 1 maps; RMSNorm moves under a shift of all features (> ``visible``), LN does
-    not; GN with G = 1 is LN and with G = C is InstanceNorm (≤ ``exact``)."""
-    return bool(record.bn_train_eval_gap > visible and record.ln_train_eval_gap <= exact
+    not; GN with G = 1 is LN and with G = C is InstanceNorm (≤ ``exact``). Measured: (the largest
+    of the changes that must be exact, the smallest of those that must be visible); threshold:
+    (``exact``, ``visible``)."""
+    should_vanish = (record.ln_train_eval_gap, record.ln_batch_dependence, record.instance_contrast_change,
+                     record.ln_shift_change, record.group_equals_layer, record.group_equals_instance)
+    should_show = (record.bn_train_eval_gap, record.bn_batch_dependence, record.rms_shift_change)
+    holds = bool(record.bn_train_eval_gap > visible and record.ln_train_eval_gap <= exact
                 and record.bn_batch_dependence > visible and record.ln_batch_dependence <= exact
                 and record.instance_contrast_change <= exact and record.instance_single_pixel_error
                 and record.rms_shift_change > visible and record.ln_shift_change <= exact
                 and record.group_equals_layer <= exact and record.group_equals_instance <= exact)
+    return Claim(holds=holds, measured=(float(max(should_vanish)), float(min(should_show))), threshold=(exact, visible))
 
 
-def ln_insensitive_to_gain(record: RNNStatisticsRecord, factor: float = 2.0) -> bool:
+def ln_insensitive_to_gain(record: RNNStatisticsRecord, factor: float = 2.0) -> Claim:
     """Claim: with LN, the largest test loss over the recurrent gains is at most ``factor`` times
-    the smallest."""
+    the smallest. Measured: largest / smallest."""
     with_ln = record.test_loss[:, 1]
-    return bool(with_ln.max() <= factor * with_ln.min())
+    return Claim(holds=bool(with_ln.max() <= factor * with_ln.min()),
+                 measured=ratio(float(with_ln.max()), float(with_ln.min())), threshold=factor)
