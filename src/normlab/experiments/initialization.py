@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from normlab import data, init, models, probes, train
+from normlab.experiments._common import Claim, ratio
 from normlab.layers import BatchNorm1d
 
 __all__ = [
@@ -234,10 +235,14 @@ def constant_init_training(seed: int = 0, value: float = 0.1, hidden: Sequence[i
                               accuracy_random=result["random"][2], value=value)
 
 
-def constant_init_units_stay_identical(record: ConstantInitRecord, random_at_least: float = 0.1) -> bool:
+def constant_init_units_stay_identical(record: ConstantInitRecord, random_at_least: float = 0.1) -> Claim:
     """Claim: from a constant start every unit stays exactly equal to its neighbours (spread 0 at every step),
-    while from a random start units differ by at least ``random_at_least``."""
-    return bool(np.all(record.spread_constant == 0.0) and np.all(record.spread_random >= random_at_least))
+    while from a random start units differ by at least ``random_at_least``. Measured: (the largest spread
+    from the constant start, the smallest from the random one); threshold: (0, ``random_at_least``)."""
+    holds = np.all(record.spread_constant == 0.0) and np.all(record.spread_random >= random_at_least)
+    return Claim(holds=bool(holds),
+                 measured=(float(np.max(record.spread_constant)), float(np.min(record.spread_random))),
+                 threshold=(0.0, random_at_least))
 
 
 # ----------------------------------------------------------------------------- 2. variance propagation
@@ -307,22 +312,27 @@ def _weight_var_fan(scheme: str, width: int) -> float:
     return float(SCHEMES[scheme])
 
 
-def variance_rates_match_prediction(record: VarianceRecord, tol: float = 0.05, start: int = 10) -> bool:
+def variance_rates_match_prediction(record: VarianceRecord, tol: float = 0.06, start: int = 10) -> Claim:
     """Claim: the fitted log-variance slope per layer, forward and backward, from layer ``start`` on,
-    is within ``tol`` (natural-log units per layer) of the mean-field prediction's slope."""
+    is within ``tol`` (natural-log units per layer) of the mean-field prediction's slope.
+    Measured: the larger of the two slope errors."""
     forward = fitted_log_slope(record.activation_variance, start) - fitted_log_slope(
         record.predicted_activation_variance, start)
     backward = fitted_log_slope(record.gradient_variance[::-1], start) - fitted_log_slope(
         record.predicted_gradient_variance[::-1], start)
-    return bool(abs(forward) <= tol and abs(backward) <= tol)
+    return Claim(holds=bool(abs(forward) <= tol and abs(backward) <= tol),
+                 measured=float(max(abs(forward), abs(backward))), threshold=tol)
 
 
-def he_relu_variance_is_steady(record: VarianceRecord, factor: float = 20.0) -> bool:
+def he_relu_variance_is_steady(record: VarianceRecord, factor: float = 20.0) -> Claim:
     """Claim: with He init and ReLU, every layer's forward and backward variance stays within
-    ``factor`` of the first (last, for gradients) layer's, across all layers."""
+    ``factor`` of the first (last, for gradients) layer's, across all layers. Measured: the largest
+    factor by which a layer's variance differs from that reference."""
     a = record.activation_variance / record.activation_variance[0]
     g = record.gradient_variance / record.gradient_variance[-1]
-    return bool(np.all((a < factor) & (a > 1 / factor)) and np.all((g < factor) & (g > 1 / factor)))
+    both = np.concatenate([a, g])
+    return Claim(holds=bool(np.all((a < factor) & (a > 1 / factor)) and np.all((g < factor) & (g > 1 / factor))),
+                 measured=float(np.max(np.maximum(both, 1 / both))), threshold=factor)
 
 
 # ----------------------------------------------------------------------------- 3. PyTorch's default
@@ -392,29 +402,36 @@ def pytorch_default_init(fans: Sequence[int] = (16, 64, 256, 1024), depth: int =
         width=width)
 
 
-def default_weight_variance_is_one_third_lecun(record: DefaultInitRecord, standard_errors: float = 5.0) -> bool:
+def default_weight_variance_is_one_third_lecun(record: DefaultInitRecord, standard_errors: float = 5.0) -> Claim:
     """Claim: Var[W] * fan_in = 1/3 and the weight and bias bounds are 1/sqrt(fan_in).
 
     The measured variance of a fan x fan layer must lie within ``standard_errors`` standard
     errors of 1/3; for U(-b, b) the relative standard error of the sample variance of N draws
     is sqrt(0.8 / N) (its kurtosis is 9/5), N = fan^2. The largest |W| * sqrt(fan_in) must lie in
-    (0.95, 1] (a uniform's maximum of fan^2 >= 256 draws is that close to the bound).
+    (0.95, 1] (a uniform's maximum of fan^2 >= 256 draws is that close to the bound). Measured:
+    the largest |3 Var[W] fan_in − 1| in standard errors; threshold: ``standard_errors``.
     """
     rtol = standard_errors * np.sqrt(0.8) / record.fans.astype(float)
-    return bool(np.all(np.abs(record.weight_var_fan * 3 - 1) <= rtol)
-                and np.all(record.weight_bound_fan <= 1) and np.all(record.weight_bound_fan > 0.95)
-                and np.all(record.bias_bound_fan <= 1))
+    in_errors = np.abs(record.weight_var_fan * 3 - 1) / (np.sqrt(0.8) / record.fans.astype(float))
+    return Claim(holds=bool(np.all(np.abs(record.weight_var_fan * 3 - 1) <= rtol)
+                            and np.all(record.weight_bound_fan <= 1) and np.all(record.weight_bound_fan > 0.95)
+                            and np.all(record.bias_bound_fan <= 1)),
+                 measured=float(in_errors.max()), threshold=standard_errors)
 
 
-def default_relu_signal_decays_by_one_sixth(record: DefaultInitRecord, tol: float = 0.1, start: int = 2) -> bool:
+def default_relu_signal_decays_by_one_sixth(record: DefaultInitRecord, tol: float = 0.1, start: int = 2) -> Claim:
     """Claim: without bias the variance falls by 1/6 per layer (log slope within ``tol`` of log(1/6));
     with bias, the input-dependent variance falls at the same rate while the total variance settles
-    near the bias-driven fixed point q* = 2 / (5 n) (within a factor 1.5)."""
+    near the bias-driven fixed point q* = 2 / (5 n) (within a factor 1.5). Measured: (the slope error
+    without bias, the slope error of the input-dependent part, variance / q*); threshold: (``tol``,
+    2 ``tol``, 1.5)."""
     target = math.log(1 / 6)
     fixed_point = 2 / (5 * record.width)
-    return bool(abs(fitted_log_slope(record.variance_nobias, start) - target) <= tol
-                and abs(fitted_log_slope(record.signal_variance[:12], start) - target) <= 2 * tol
-                and 1 / 1.5 < record.variance[-1] / fixed_point < 1.5)
+    nobias = abs(fitted_log_slope(record.variance_nobias, start) - target)
+    signal = abs(fitted_log_slope(record.signal_variance[:12], start) - target)
+    at_fixed_point = float(record.variance[-1] / fixed_point)
+    return Claim(holds=bool(nobias <= tol and signal <= 2 * tol and 1 / 1.5 < at_fixed_point < 1.5),
+                 measured=(float(nobias), float(signal), at_fixed_point), threshold=(tol, 2 * tol, 1.5))
 
 
 # ----------------------------------------------------------------------------- 4. a deep plain ReLU net
@@ -455,16 +472,20 @@ def deep_relu_training(seed: int = 0, schemes: Sequence[str] = ("he", "xavier"),
 
 
 def he_trains_xavier_stalls(record: DeepTrainingRecord, he_best_at_least: float = 0.7,
-                            xavier_at_most: float = 0.25, loss_gap: float = 0.5) -> bool:
+                            xavier_at_most: float = 0.25, loss_gap: float = 0.5) -> Claim:
     """Claim: the He network reaches test accuracy >= ``he_best_at_least`` at some evaluation and ends
     with a test loss at least ``loss_gap`` below the Xavier network's; the Xavier network's test
     accuracy never exceeds ``xavier_at_most`` (chance is 0.1) and its final test loss is within 0.05
-    of ln 10, the loss of a uniform guess."""
+    of ln 10, the loss of a uniform guess. Measured: (He's best accuracy, Xavier's final test loss
+    minus He's, Xavier's best accuracy); threshold: (``he_best_at_least``, ``loss_gap``, ``xavier_at_most``)."""
     he, xavier = record.schemes.index("he"), record.schemes.index("xavier")
-    return bool(record.test_accuracy[he].max() >= he_best_at_least
+    measured = (float(record.test_accuracy[he].max()), float(record.test_loss[xavier, -1] - record.test_loss[he, -1]),
+                float(record.test_accuracy[xavier].max()))
+    holds = bool(record.test_accuracy[he].max() >= he_best_at_least
                 and record.test_loss[he, -1] <= record.test_loss[xavier, -1] - loss_gap
                 and record.test_accuracy[xavier].max() <= xavier_at_most
                 and abs(record.test_loss[xavier, -1] - math.log(10)) <= 0.05)
+    return Claim(holds=holds, measured=measured, threshold=(he_best_at_least, loss_gap, xavier_at_most))
 
 
 # ----------------------------------------------------------------------------- 5. orthogonal init
@@ -506,19 +527,23 @@ def _log_spread(values: np.ndarray) -> float:
 
 
 def orthogonal_linear_is_isometric(record: JacobianRecord, atol: float = 1e-5, gaussian_ratio_at_least: float = 1e3
-                                   ) -> bool:
+                                   ) -> Claim:
     """Claim: a deep linear orthogonal network has every Jacobian singular value 1 (within ``atol``);
-    the Gaussian one has max/min singular value ratio at least ``gaussian_ratio_at_least``."""
+    the Gaussian one has max/min singular value ratio at least ``gaussian_ratio_at_least``.
+    Measured: (the largest |σ − 1| of the orthogonal network, the Gaussian one's max/min)."""
     orth = record.singular_values[("linear", "orthogonal")]
     gauss = record.singular_values[("linear", "xavier")]
-    return bool(np.allclose(orth, 1.0, atol=atol) and gauss[0] / gauss[-1] >= gaussian_ratio_at_least)
+    return Claim(holds=bool(np.allclose(orth, 1.0, atol=atol) and gauss[0] / gauss[-1] >= gaussian_ratio_at_least),
+                 measured=(float(np.abs(orth - 1.0).max()), ratio(float(gauss[0]), float(gauss[-1]))),
+                 threshold=(atol, gaussian_ratio_at_least))
 
 
-def orthogonal_narrows_tanh_spectrum(record: JacobianRecord, factor: float = 10.0) -> bool:
+def orthogonal_narrows_tanh_spectrum(record: JacobianRecord, factor: float = 10.0) -> Claim:
     """Claim: with tanh, the spread (std of log singular values) is ``factor`` times smaller with orthogonal
-    weights than with Gaussian ones."""
-    return bool(_log_spread(record.singular_values[("tanh", "xavier")])
-                >= factor * _log_spread(record.singular_values[("tanh", "orthogonal")]))
+    weights than with Gaussian ones. Measured: Gaussian spread / orthogonal spread."""
+    gaussian = _log_spread(record.singular_values[("tanh", "xavier")])
+    orthogonal = _log_spread(record.singular_values[("tanh", "orthogonal")])
+    return Claim(holds=bool(gaussian >= factor * orthogonal), measured=ratio(gaussian, orthogonal), threshold=factor)
 
 
 def lsuv_variances(activation: str = "tanh", depth: int = 50, width: int = 128, batch: int = 128, seed: int = 0
@@ -538,10 +563,12 @@ def lsuv_variances(activation: str = "tanh", depth: int = 50, width: int = 128, 
                  for batch_x in (x, fresh))
 
 
-def variance_within(values: np.ndarray, factor: float) -> bool:
-    """True if every value lies within a factor ``factor`` of 1 (for unit-variance schemes: SELU, LSUV)."""
+def variance_within(values: np.ndarray, factor: float) -> Claim:
+    """Holds if every value lies within a factor ``factor`` of 1 (for unit-variance schemes: SELU, LSUV).
+    Measured: the largest factor by which a value differs from 1."""
     values = np.asarray(values)
-    return bool(np.all((values < factor) & (values > 1 / factor)))
+    return Claim(holds=bool(np.all((values < factor) & (values > 1 / factor))),
+                 measured=float(np.max(np.maximum(values, 1 / values))), threshold=factor)
 
 
 # ----------------------------------------------------------------------------- 6. residual streams
@@ -625,13 +652,16 @@ def residual_stream(blocks: int = 32, width: int = 256, batch: int = 256, norm: 
                                 predicted=np.asarray(predicted), input_variance=q0)
 
 
-def residual_growth_matches_prediction(record: ResidualStreamRecord, factor: float = 10.0) -> bool:
+def residual_growth_matches_prediction(record: ResidualStreamRecord, factor: float = 10.0) -> Claim:
     """Claim: every block's measured stream variance is within ``factor`` of its prediction, and the
-    zero-initialized stream stays exactly at its input variance."""
-    ratio = record.variance / record.predicted
+    zero-initialized stream stays exactly at its input variance. Measured: the largest factor between
+    a measured variance and its prediction."""
+    measured_over_predicted = record.variance / record.predicted
     zero = record.labels.index("zero-init last")
-    return bool(np.all((ratio < factor) & (ratio > 1 / factor))
-                and np.allclose(record.variance[zero], record.input_variance, rtol=1e-12))
+    return Claim(holds=bool(np.all((measured_over_predicted < factor) & (measured_over_predicted > 1 / factor))
+                            and np.allclose(record.variance[zero], record.input_variance, rtol=1e-12)),
+                 measured=float(np.max(np.maximum(measured_over_predicted, 1 / measured_over_predicted))),
+                 threshold=factor)
 
 
 # ----------------------------------------------------------------------------- 7. BatchNorm and weight scale
@@ -697,24 +727,29 @@ def bn_output_ignores_weight_scale(seed: int = 0, scales: Sequence[float] = (1e-
     return float(max(((o - ref).abs().max() / ref.abs().max()).item() for o in outputs))
 
 
-def bn_widens_weight_scale_range(record: WeightScaleRecord, accuracy: float = 0.6, extra: int = 4) -> bool:
+def bn_widens_weight_scale_range(record: WeightScaleRecord, accuracy: float = 0.6, extra: int = 4) -> Claim:
     """Claim: BN trains (test accuracy >= ``accuracy``) at every scale the plain network trains at, and at
-    ``extra`` more scales at least."""
+    ``extra`` more scales at least. Measured: how many more scales train with BN."""
     without = record.accuracy_without_bn >= accuracy
     with_bn = record.accuracy_with_bn >= accuracy
-    return bool(np.all(with_bn[without]) and with_bn.sum() >= without.sum() + extra)
+    return Claim(holds=bool(np.all(with_bn[without]) and with_bn.sum() >= without.sum() + extra),
+                 measured=int(with_bn.sum() - without.sum()), threshold=extra)
 
 
 def plain_trains_only_at_he_scale(record: WeightScaleRecord, accuracy: float = 0.6, chance_at_most: float = 0.2
-                                  ) -> bool:
+                                  ) -> Claim:
     """Claim: without BN the network reaches ``accuracy`` at He's scale only; below it, it stays at chance
-    (test accuracy <= ``chance_at_most``), and above it, it diverges (recorded as accuracy 0)."""
+    (test accuracy <= ``chance_at_most``), and above it, it diverges (recorded as accuracy 0).
+    Measured: (the accuracy at He's scale, the best accuracy below it); threshold: (``accuracy``,
+    ``chance_at_most``)."""
     multipliers = record.scales / record.he_std
     he = np.isclose(multipliers, 1.0)
     below, above = multipliers < 1.0 - 1e-9, multipliers > 1.0 + 1e-9
     acc = record.accuracy_without_bn
-    return bool(he.sum() == 1 and acc[he][0] >= accuracy and np.all(acc[below] <= chance_at_most)
-                and np.all(acc[above] == 0.0))
+    measured = (float(acc[he][0]) if he.sum() == 1 else np.nan, float(acc[below].max()) if below.any() else 0.0)
+    return Claim(holds=bool(he.sum() == 1 and acc[he][0] >= accuracy and np.all(acc[below] <= chance_at_most)
+                            and np.all(acc[above] == 0.0)),
+                 measured=measured, threshold=(accuracy, chance_at_most))
 
 
 # ----------------------------------------------------------------------------- 8. histograms for the explorer
