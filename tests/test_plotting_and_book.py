@@ -43,10 +43,10 @@ def test_okabe_ito_palette_has_the_published_values():
     }
 
 
-def test_every_normalizer_colour_is_from_okabe_ito_and_distinct():
-    palette = set(_hexes(plotting.OKABE_ITO.values()))
-    colors = _hexes(plotting.NORM_COLORS.values())
-    assert all(is_color_like(c) for c in plotting.NORM_COLORS.values())
+def test_every_normalizer_and_technique_colour_is_colour_blind_safe_and_distinct():
+    palette = set(_hexes(plotting.OKABE_ITO.values())) | set(_hexes(plotting.TOL_MUTED.values()))
+    colors = _hexes([*plotting.NORM_COLORS.values(), *plotting.TECHNIQUE_COLORS.values()])
+    assert all(is_color_like(c) for c in colors)
     assert set(colors) <= palette
     assert len(set(colors)) == len(colors)
     assert {"none", "batch", "layer", "weight", "group", "instance", "rms"} <= set(plotting.NORM_COLORS)

@@ -24,6 +24,12 @@ OKABE_ITO: dict[str, str] = {
     "reddish purple": "#CC79A7",
 }
 
+TOL_MUTED: dict[str, str] = {
+    "rose": "#CC6677", "indigo": "#332288", "sand": "#DDCC77", "green": "#117733", "cyan": "#88CCEE",
+    "wine": "#882255", "teal": "#44AA99", "olive": "#999933", "purple": "#AA4499",
+}
+"""Paul Tol's colour-blind-safe "muted" scheme: the colours beyond Okabe-Ito's eight (DyT, chapter 13's techniques)."""
+
 NORM_COLORS: dict[str, str] = {
     "none": OKABE_ITO["black"],
     "batch": OKABE_ITO["blue"],
@@ -33,15 +39,15 @@ NORM_COLORS: dict[str, str] = {
     "instance": OKABE_ITO["reddish purple"],
     "rms": OKABE_ITO["sky blue"],
     "input": OKABE_ITO["yellow"],
-    "dyt": "#882255",  # Dynamic Tanh: Paul Tol's "wine", colour-blind safe; Okabe-Ito's eight are taken
+    "dyt": TOL_MUTED["wine"],  # Dynamic Tanh: Okabe-Ito's eight are taken
 }
 """The colour of each normalizer, for every figure of the book."""
 
 TECHNIQUE_COLORS: dict[str, str] = {
-    "skipinit": "#999933",  # SkipInit/ReZero gate: Paul Tol's "olive", colour-blind safe, apart from Okabe-Ito's
-    "fixup": "#CC6677",  # Fixup: Tol's "rose"
-    "nf": "#332288",  # normalizer-free (scaled WS, with or without AGC): Tol's "indigo"
-    "mup": "#44AA99",  # μP (the standard parametrization is drawn as "none")
+    "skipinit": TOL_MUTED["olive"],  # SkipInit/ReZero gate
+    "fixup": TOL_MUTED["rose"],
+    "nf": TOL_MUTED["indigo"],  # normalizer-free (scaled WS, with or without AGC)
+    "mup": TOL_MUTED["teal"],  # μP (the standard parametrization is drawn as "none")
 }
 """The colour of each technique that replaces a normalizer (chapter 13); BN and no normalization keep NORM_COLORS'."""
 
