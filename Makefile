@@ -4,7 +4,7 @@
 #   make test   set up .venv if missing, build the book (-W), then run every test
 #   make student      the student edition: notebooks with stubs, and a site without solutions
 #   make grade SUBMISSIONS=dir   grade submitted notebooks (prints a table, writes grades.csv)
-#   make pdf          the book as one PDF (Chromium prints each page of the built site)
+#   make pdf          the print edition: normbook.pdf (with solutions) and normbook-student.pdf (without)
 #   make nbgrader     the exercises as an nbgrader course in _build/nbgrader
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -28,7 +28,7 @@ help:
 	@echo "make test   build the book with warnings as errors, then run every test"
 	@echo "make student  student notebooks and site in _build/student (builds the book first)"
 	@echo "make grade SUBMISSIONS=folder  grade submitted notebooks into grades.csv"
-	@echo "make pdf    the book as one PDF, _build/pdf/normbook.pdf (printed by Chromium)"
+	@echo "make pdf    _build/pdf/normbook.pdf (with solutions) and normbook-student.pdf (printed by Chromium)"
 	@echo "make nbgrader  the coding exercises as an nbgrader course in _build/nbgrader"
 	@echo "make clean  remove _build"
 
@@ -70,8 +70,10 @@ book: $(INSTALLED) _build/.normlab-sources _build/vendor/.stamp
 student: book
 	$(BIN)/python -m normlab.student_edition --out _build/student
 
-pdf: system-browser book
-	$(BIN)/python tools/book-pdf
+# The print edition: the book with its solutions, and the student site (no solution text), each as one PDF.
+pdf: system-browser book student
+	$(BIN)/python tools/book-pdf --site _build/html --out _build/pdf/normbook.pdf --edition instructor
+	$(BIN)/python tools/book-pdf --site _build/student/html --out _build/pdf/normbook-student.pdf --edition student
 
 SUBMISSIONS ?= submissions
 grade: $(INSTALLED)

@@ -7,7 +7,9 @@ math is typeset (no raw TeX), every image loads, widget demos render from their 
 state, the internal links of every page answer 200, notebook pages carry Binder and Colab links, and the
 console shows no error beyond ``CONSOLE_ALLOWLIST``. At a desktop's and a phone's width, nothing wide
 (math, code, tables, outputs) is cut off: it fits or scrolls in its own box, and the page itself never
-scrolls sideways. The site's search finds a term, and every download button gives a file.
+scrolls sideways. In print media at the PDF's text width (`make pdf`) nothing is wider than its box, since
+paper cannot scroll, and no control of the site is printed. The site's search finds a term, and every download
+button gives a file.
 
 Needs Chromium at /usr/bin/chromium (`make test` installs it with apt-get when missing).
 A partial build can be checked with NORMBOOK_TOC=/tmp/toc.yml NORMBOOK_SITE=/tmp/b/_build/html.
@@ -23,7 +25,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from normlab.site import CHROMIUM_FLAGS, serve_directory, toc_documents
+from normlab.site import CHROMIUM_FLAGS, PRINT_PREPARE_JS, PRINT_WIDTH_PX, serve_directory, toc_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(os.environ.get("NORMBOOK_SITE", ROOT / "_build" / "html"))
@@ -153,6 +155,42 @@ PAST_THE_WINDOW_JS = r"""
 """
 
 
+#: In print, what is wider than its box or reaches past the page's text width: on paper nothing scrolls, so
+#: either is cut off.
+TOO_WIDE_FOR_PAPER_JS = r"""
+(selector) => {
+  const width = document.documentElement.clientWidth;
+  const describe = el => el.tagName.toLowerCase() + [...el.classList].slice(0, 3).map(c => '.' + c).join('');
+  const found = [];
+  for (const el of document.querySelectorAll(selector)) {
+    if (!el.getClientRects().length) continue;
+    const box = el.getBoundingClientRect();
+    let problem = null;
+    const over = el.scrollWidth - el.clientWidth;
+    if (el.clientWidth && over > 1) problem = `${over} px wider than its box`;
+    else if (box.right > width + 1) problem = `${Math.round(box.right - width)} px past the page`;
+    else if (box.left < -1) problem = `${Math.round(-box.left)} px before the page`;
+    if (problem) found.push(`${describe(el)} "${el.textContent.trim().slice(0, 50)}": ${problem}`);
+  }
+  return found;
+}
+"""
+
+#: What only works on a screen, none of which may print: buttons and form controls (widget sliders too), the
+#: folds of hidden code and solutions, the navigation (not the printed contents of the page), and the code of
+#: hidden-input cells.
+SCREEN_ONLY = ("button, input, select, textarea, summary, nav:not(#jb-print-toc *), .dropdown-toggle, "
+               ".toggle-button, .copybtn, .widget-slider, .widget-hprogress, .bd-sidebar-primary, .bd-sidebar-secondary, "
+               ".bd-header, .prev-next-area, .cell.tag_hide-input .cell_input")
+
+PRINTED_JS = r"""
+(selector) => [...document.querySelectorAll(selector)]
+  .filter(el => el.getClientRects().length && getComputedStyle(el).visibility !== 'hidden')
+  .map(el => el.tagName.toLowerCase() + [...el.classList].slice(0, 3).map(c => '.' + c).join('')
+             + ` "${el.textContent.trim().slice(0, 30)}"`)
+"""
+
+
 #: Unfold what the page folds (hidden code, solutions, dropdowns): folded content must fit once opened too.
 UNFOLD_JS = r"""
 () => {
@@ -269,7 +307,8 @@ def test_download_buttons_give_the_pages_files(visit, name) -> None:
 
 @pytest.mark.parametrize("name", _pages())
 def test_nothing_is_cut_off_and_the_page_never_scrolls_sideways(visit, name) -> None:
-    """At 1280 px and at 390 px: wide equations, code, tables and outputs scroll inside their own box."""
+    """At 1280 px and at 390 px: wide equations, code, tables and outputs scroll inside their own box. In print
+    (the same page load, as tools/book-pdf prints it): each fits the page's text width, and no control shows."""
     page, _, _ = visit(name)
     if page.locator("span.math, div.math").count():
         _wait_for_math(page)
@@ -282,6 +321,16 @@ def test_nothing_is_cut_off_and_the_page_never_scrolls_sideways(visit, name) -> 
         page_width = page.evaluate("() => document.documentElement.scrollWidth")
         assert page_width <= width, (f"at {width} px ({device}) the page is {page_width} px wide; sticking out: "
                                      f"{page.evaluate(PAST_THE_WINDOW_JS)[:5]}")
+    page.set_viewport_size({"width": PRINT_WIDTH_PX, "height": 1000})
+    page.emulate_media(media="print")
+    page.evaluate(PRINT_PREPARE_JS)
+    too_wide = page.evaluate(TOO_WIDE_FOR_PAPER_JS, WIDE_CONTENT)
+    assert not too_wide, f"in print at {PRINT_WIDTH_PX} px, {len(too_wide)} cut off: {too_wide[:5]}"
+    page_width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert page_width <= PRINT_WIDTH_PX, (f"in print the page is {page_width} px wide: "
+                                          f"{page.evaluate(PAST_THE_WINDOW_JS)[:5]}")
+    printed = page.evaluate(PRINTED_JS, SCREEN_ONLY)
+    assert not printed, f"in print, {len(printed)} controls of the screen show: {printed[:5]}"
 
 
 def test_search_finds_a_term_offline(visit, server) -> None:

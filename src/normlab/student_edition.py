@@ -235,10 +235,12 @@ def _executed(nb: NotebookNode, cache_dir: Path, path: Path) -> NotebookNode:
     return merged
 
 
-def build_student_site(root: Path, out: Path, quiet: bool = True) -> Path:
+def build_student_site(root: Path, out: Path, quiet: bool = True, cache_dir: Path | None = None) -> Path:
     """Build the student HTML site into ``out/html`` from the main build's cached outputs.
 
-    The source tree is staged in ``out/source`` with notebook execution switched off.
+    The source tree is staged in ``out/source`` with notebook execution switched off, with the book's
+    ``_static`` (its CSS, print stylesheet included, and scripts). ``cache_dir`` is the main build's execution
+    cache (default ``root/_build/.jupyter_cache``; another for a build made with ``--path-output``).
     Returns the directory holding ``index.html``.
     """
     source = out / "source"
@@ -248,6 +250,8 @@ def build_student_site(root: Path, out: Path, quiet: bool = True) -> Path:
                     ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
     for name in ("_toc.yml", "references.bib"):
         shutil.copy2(root / name, source / name)
+    if (root / "_static").is_dir():
+        shutil.copytree(root / "_static", source / "_static")
     config = yaml.safe_load((root / "_config.yml").read_text())
     config["title"] = f"{config['title']} (student edition)"
     config["execute"] = {**config.get("execute", {}), "execute_notebooks": "off"}
@@ -258,7 +262,7 @@ def build_student_site(root: Path, out: Path, quiet: bool = True) -> Path:
     sphinx["local_extensions"] = {name: str((root / path).resolve())
                                   for name, path in (sphinx.get("local_extensions") or {}).items()}
     (source / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    cache_dir = root / "_build" / ".jupyter_cache"
+    cache_dir = Path(cache_dir) if cache_dir else root / "_build" / ".jupyter_cache"
     for path in _chapter_notebooks(root):
         nb = nbformat.read(path, as_version=4)
         student = student_notebook(_executed(nb, cache_dir, path), path.stem, keep_outputs=True)
@@ -282,12 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("."), help="the book's root (default: .)")
     parser.add_argument("--out", type=Path, default=Path("_build/student"), help="output folder")
     parser.add_argument("--notebooks-only", action="store_true", help="skip the student site")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="the book build's execution cache (default: ROOT/_build/.jupyter_cache)")
     args = parser.parse_args(argv)
     root, out = args.root.resolve(), args.out.resolve()
     notebooks = write_student_notebooks(root, out / "notebooks")
     print(f"student notebooks: {len(notebooks)} in {out / 'notebooks' / 'chapters'}")
     if not args.notebooks_only:
-        html = build_student_site(root, out)
+        html = build_student_site(root, out, cache_dir=args.cache)
         print(f"student site: {html / 'index.html'}")
     return 0
 
