@@ -23,7 +23,7 @@ _TITLE = re.compile(r'\b[Cc]hapters?\s+"([^"]+)"')
 
 #: Folders whose docstrings still cite chapters by title. layers/ is being reworked for speed
 #: (issue 13) by another engineer; convert its citations to stems and remove it from here.
-PENDING = ("layers",)
+PENDING: tuple[str, ...] = ()
 
 #: Chapters being written, whose notebooks are not in chapters/ yet: their modules may cite them by
 #: title until then. When a chapter lands, cite its stem and remove its title from here.

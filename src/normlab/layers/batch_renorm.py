@@ -16,7 +16,7 @@ during training; :func:`renorm_limits` is that schedule (linear ramps here: the 
 "gradually relaxed"). The moving σ is stored as ``running_var`` = σ² − ε, so the state dict
 and eval mode are BatchNorm's.
 
-Chapter "BatchNorm at scale".
+Chapter ``12_batchnorm_at_scale``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def renorm_limits(step: int, r_max: float = 3.0, d_max: float = 5.0, warmup_step
     Ioffe (2017), section 4: r_max = 1 and d_max = 0 (plain BatchNorm) for the first
     ``warmup_steps`` steps, then relaxed to reach ``r_max`` at ``r_max_steps`` and ``d_max`` at
     ``d_max_steps`` (defaults: the paper's 5k, 40k and 25k steps, r_max = 3, d_max = 5); linearly
-    in between, constant after. Chapter "BatchNorm at scale".
+    in between, constant after. Chapter ``12_batchnorm_at_scale``.
     """
     if step < 0:
         raise ValueError(f"step must be >= 0; got {step}.")
@@ -66,7 +66,7 @@ class BatchRenorm1d(BatchNorm1d):
 
     The last r and d used are kept (not saved) in ``last_r`` and ``last_d`` for inspection.
 
-    Ioffe (2017), "Batch Renormalization". Chapter "BatchNorm at scale".
+    Ioffe (2017), "Batch Renormalization". Chapter ``12_batchnorm_at_scale``.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,

@@ -17,7 +17,7 @@ spatial position), with the names used in ``normlab.functional``:
     dx = γ/σ · (dy − mean(dy) − xhat · mean(dy · xhat)),   σ = √(var + ε)   (5)
     dγ = Σ dy · xhat,   dβ = Σ dy                                            (6)
 
-Chapter "BatchNorm: algebra, backpropagation, train vs inference".
+Chapter ``02_batchnorm``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class BatchNormFunction(torch.autograd.Function):
     It saves x̂ and 1/σ (and γ) for the backward, nothing else. First derivatives
     only: differentiating the backward again with respect to the input raises a
     RuntimeError (:func:`refuse_second_derivatives`) instead of a wrong answer.
-    Derived in chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    Derived in chapter ``02_batchnorm``.
     """
 
     @staticmethod
@@ -141,7 +141,7 @@ class _BatchNorm(nn.Module):
     Eval mode with running estimates: the fixed affine map
     ``y = x · γ/√(running_var + ε) + (β − running_mean · γ/√(running_var + ε))``.
     Subclasses only say which input dimensions they accept.
-    Derived in chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    Derived in chapter ``02_batchnorm``.
     """
 
     _version = 2  # torch's: state_dict metadata of the two modules are the same
@@ -307,7 +307,7 @@ class BatchNorm1d(_BatchNorm):
     >>> bn(torch.randn(32, 64)).shape
     torch.Size([32, 64])
 
-    Derived in chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    Derived in chapter ``02_batchnorm``.
     """
 
     def _check_input_dim(self, input: Tensor) -> None:
@@ -334,7 +334,7 @@ class BatchNorm2d(_BatchNorm):
     >>> bn(torch.randn(8, 16, 5, 5)).shape
     torch.Size([8, 16, 5, 5])
 
-    Derived in chapter "BatchNorm: algebra, backpropagation, train vs inference".
+    Derived in chapter ``02_batchnorm``.
     """
 
     def _check_input_dim(self, input: Tensor) -> None:

@@ -10,7 +10,7 @@ The gradient of each ghost batch is chapter 2's closed form within it (:class:`B
 The running estimates are updated once per ghost batch, in order, exactly as BatchNorm would
 update them had the ghost batches arrived one after another; eval mode is BatchNorm's.
 
-Chapter "BatchNorm at scale".
+Chapter ``12_batchnorm_at_scale``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class GhostBatchNorm1d(BatchNorm1d):
     >>> gbn(torch.randn(32, 16)).shape
     torch.Size([32, 16])
 
-    Hoffer, Hubara & Soudry (2017), "Train longer, generalize better". Chapter "BatchNorm at scale".
+    Hoffer, Hubara & Soudry (2017), "Train longer, generalize better". Chapter ``12_batchnorm_at_scale``.
     """
 
     def __init__(self, num_features: int, virtual_batch_size: int, eps: float = 1e-5,

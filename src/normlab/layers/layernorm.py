@@ -22,7 +22,7 @@ position for GroupNorm; one channel and every spatial position for InstanceNorm)
          (RMSNorm drops the − mean(ĝ): there is no mean to move)
     dγ = Σ dy · xhat,   dβ = Σ dy     over every axis γ does not have       (6)
 
-Chapter "LayerNorm and the normalizers that do not depend on the batch".
+Chapter ``07_layernorm``.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class LayerNormFunction(torch.autograd.Function):
     :math:`\partial L/\partial\gamma = \sum dy\,\hat{x}` and
     :math:`\partial L/\partial\beta = \sum dy` over the leading dimensions. First
     derivatives only: a second derivative through the input raises a RuntimeError.
-    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Derived in chapter ``07_layernorm``.
     """
 
     @staticmethod
@@ -180,7 +180,7 @@ class GroupNormFunction(torch.autograd.Function):
     :math:`\partial L/\partial\gamma = \sum dy\,\hat{x}`, :math:`\partial L/\partial\beta =
     \sum dy` over the batch and spatial axes. First derivatives only
     (a second derivative through the input raises a RuntimeError).
-    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Derived in chapter ``07_layernorm``.
     """
 
     @staticmethod
@@ -276,7 +276,7 @@ class LayerNorm(nn.Module):
     >>> ln(torch.randn(8, 10, 64)).shape
     torch.Size([8, 10, 64])
 
-    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Derived in chapter ``07_layernorm``.
     """
 
     normalized_shape: tuple[int, ...]
@@ -333,7 +333,7 @@ class RMSNorm(nn.Module):
     >>> rms(torch.randn(8, 64)).shape
     torch.Size([8, 64])
 
-    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Derived in chapter ``07_layernorm``.
     """
 
     normalized_shape: tuple[int, ...]
@@ -397,7 +397,7 @@ class GroupNorm(nn.Module):
     >>> gn(torch.randn(2, 16, 8, 8)).shape
     torch.Size([2, 16, 8, 8])
 
-    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Derived in chapter ``07_layernorm``.
     """
 
     num_groups: int
@@ -470,7 +470,7 @@ class _InstanceNorm(_BatchNorm):
     move towards the batch average of the per-instance mean and *unbiased* variance
     (``momentum=None`` leaves them where they are; ``num_batches_tracked`` is never
     incremented), and eval mode normalizes with them like BatchNorm in eval mode.
-    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Derived in chapter ``07_layernorm``.
     """
 
     _no_batch_dim: int
@@ -539,7 +539,7 @@ class InstanceNorm1d(_InstanceNorm):
     >>> InstanceNorm1d(4)(torch.randn(2, 4, 10)).shape
     torch.Size([2, 4, 10])
 
-    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Derived in chapter ``07_layernorm``.
     """
 
     _no_batch_dim = 2
@@ -563,7 +563,7 @@ class InstanceNorm2d(_InstanceNorm):
     >>> InstanceNorm2d(3)(torch.randn(2, 3, 8, 8)).shape
     torch.Size([2, 3, 8, 8])
 
-    Derived in chapter "LayerNorm and the normalizers that do not depend on the batch".
+    Derived in chapter ``07_layernorm``.
     """
 
     _no_batch_dim = 3

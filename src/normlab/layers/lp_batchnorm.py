@@ -14,7 +14,7 @@ for p = ∞, the largest absolute deviation. Santurkar et al. (2018, §3.3) trai
 normalizations to show that the smoothing of BN does not need the variance; they do not
 fix the second moment of xhat, so the distributions of the layer inputs still move.
 
-Chapter "Lipschitz continuity, smoothness and the loss landscape".
+Chapter ``05_smoothness``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ def lp_scale(centred: Tensor, p: float, dims: tuple[int, ...] = (0,)) -> Tensor:
     """The ℓp scale (2) of a centred batch over ``dims``: (mean |x|^p)^(1/p), or max |x| for p = ∞.
 
     Uses the mean, not the sum, so that the scale of a batch does not grow with m; for
-    p = 2 it is the biased standard deviation. Used in chapter "Lipschitz continuity,
-    smoothness and the loss landscape".
+    p = 2 it is the biased standard deviation. Used in chapter ``05_smoothness``.
     """
     p = _check_p(p)
     if p == math.inf:
@@ -67,7 +66,7 @@ class LpBatchNorm1d(nn.Module):
     them: ``y = (x − running_mean)/√(running_scale² + ε) · γ + β``. The running scale is
     the plain average of the batch scales (no m/(m − 1) correction), so for p = 2 eval mode
     differs from torch's BatchNorm1d, whose running variance is unbiased.
-    Used in chapter "Lipschitz continuity, smoothness and the loss landscape".
+    Used in chapter ``05_smoothness``.
     """
 
     def __init__(self, num_features: int, p: float = 2, eps: float = 1e-5, momentum: float | None = 0.1,

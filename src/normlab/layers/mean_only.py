@@ -12,7 +12,7 @@ In eval mode the running mean replaces mu. Its constructor, parameter and buffer
 names follow ``torch.nn.BatchNorm1d`` (less ``eps``, ``weight`` and ``running_var``,
 which a layer that does not divide has no use for).
 
-Chapter "WeightNorm and scaled WeightNorm".
+Chapter ``06_weightnorm``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class MeanOnlyBatchNorm1d(nn.Module):
     >>> layer(torch.randn(8, 4)).mean(0).abs().max() < 1e-6
     tensor(True)
 
-    Used in chapter "WeightNorm and scaled WeightNorm", section "Mean-only batch normalization".
+    Used in chapter ``06_weightnorm``, section "Mean-only batch normalization".
     """
 
     num_features: int

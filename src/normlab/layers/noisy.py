@@ -23,7 +23,7 @@ deviation |γ_j| leaves the layer with mean √v_j·β_j + m_j and standard devi
   ``state_dict`` keys as ``torch.nn.BatchNorm1d`` plus ``n_mu``, ``n_sigma`` and
   ``generator``.
 
-Chapter "Internal covariate shift".
+Chapter ``04_internal_covariate_shift``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class ShiftNoise(nn.Module):
     >>> bool(torch.allclose(y, noise.last_mean.expand(5, 3)))
     True
 
-    Used in chapter "Internal covariate shift" (the noise of the noisy-BN experiment,
+    Used in chapter ``04_internal_covariate_shift`` (the noise of the noisy-BN experiment,
     and the same noise in a network without BN).
     """
 
@@ -119,7 +119,7 @@ class NoisyBatchNorm1d(BatchNorm1d):
     Eval mode is plain BN: no noise. The noise of the last training call is
     ``self.noise.last_mean`` and ``self.noise.last_variance``.
 
-    Used in chapter "Internal covariate shift" (Santurkar et al.'s noisy-BN experiment).
+    Used in chapter ``04_internal_covariate_shift`` (Santurkar et al.'s noisy-BN experiment).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,

@@ -26,7 +26,7 @@ negative; (2) only adds non-negative terms, and mean_i − mu is a difference of
 all-reduce (a sum) gathers the rows, so the merge is done in the same order on every rank and
 every rank gets bit-identical statistics.
 
-Chapter "BatchNorm at scale".
+Chapter ``12_batchnorm_at_scale``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def merge_moments(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, T
     global mean (C,) and the global sum of squared deviations M2 (C,); the biased variance is
     M2 / n. Shards with no values contribute nothing. (Chan, Golub & LeVeque's pairwise
     update, done for all shards at once.)
-    Chapter "BatchNorm at scale".
+    Chapter ``12_batchnorm_at_scale``.
     """
     total = counts.sum()
     weights = (counts / total).unsqueeze(1)
@@ -85,7 +85,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
 
     and this rank's share of dγ = Σ dy·x̂ and dβ = Σ dy. Every rank must call it (collectives),
     with the same number of channels and dtype. First derivatives only.
-    Derived in chapter "BatchNorm at scale".
+    Derived in chapter ``12_batchnorm_at_scale``.
     """
 
     @staticmethod
@@ -182,7 +182,7 @@ class SyncBatchNorm(_BatchNorm):
     ``num_features`` and the dtype across the ranks (one small all-reduce, once) and raises on
     every rank if they differ, instead of hanging.
 
-    Derived in chapter "BatchNorm at scale".
+    Derived in chapter ``12_batchnorm_at_scale``.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
@@ -277,7 +277,7 @@ class SyncBatchNorm(_BatchNorm):
         parameters and copies the running estimates and the training flag. Returns the converted
         module (a new object when ``module`` itself is a BatchNorm layer). Layers whose statistics
         are not plain batch statistics (ghost batches, Batch Renormalization) are left alone.
-        Chapter "BatchNorm at scale".
+        Chapter ``12_batchnorm_at_scale``.
         """
         output = module
         if _is_plain_batchnorm(module):

@@ -19,7 +19,7 @@ The equations, for one output unit with weight row w, direction v and length g:
 so v ⊥ ∇v L, and a plain SGD step v ← v − η ∇v L grows the length of v:
 ‖v_{t+1}‖² = ‖v_t‖² + η² ‖∇v L‖².                                             (4)
 
-Chapter "WeightNorm and scaled WeightNorm".
+Chapter ``06_weightnorm``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class WeightNormLinear(nn.Module):
     >>> layer(torch.randn(1, 5)).shape
     torch.Size([1, 3])
 
-    Derived in chapter "WeightNorm and scaled WeightNorm".
+    Derived in chapter ``06_weightnorm``.
     """
 
     in_features: int
@@ -135,7 +135,7 @@ def weight_norm_grads(v: Tensor, g: Tensor, grad_w: Tensor) -> tuple[Tensor, Ten
         \nabla_{g} L = \frac{\nabla_{w} L \cdot v}{\lVert v\rVert}, \qquad
         \nabla_{v} L = \frac{g}{\lVert v\rVert}\Big(I - \frac{w w^\top}{\lVert w\rVert^2}\Big)\nabla_{w} L .
 
-    Used in chapter "WeightNorm and scaled WeightNorm", section "Gradients".
+    Used in chapter ``06_weightnorm``, section "Gradients".
     """
     if v.dim() != 2 or grad_w.shape != v.shape or g.shape != v.shape[:1]:
         raise ValueError(f"weight_norm_grads expects v and grad_w of the same shape (out, in) and g of shape "
@@ -172,7 +172,7 @@ def data_dependent_init_(layer: WeightNormLinear, x: Tensor, eps: float = 1e-8) 
     1 per unit. Returns those pre-activations, so the caller can pass them on through
     the nonlinearity to initialize the next layer. Needs a bias and a batch of at least
     two examples; ``eps`` guards σ = 0 (a unit constant on the batch).
-    Used in chapter "WeightNorm and scaled WeightNorm", section "Data-dependent initialization".
+    Used in chapter ``06_weightnorm``, section "Data-dependent initialization".
     """
     _check_weight_norm_layer(layer, "data_dependent_init_")
     if layer.bias is None:
@@ -201,7 +201,7 @@ def data_dependent_init_network_(model: nn.Module, x: Tensor) -> list[WeightNorm
     layer's input and call :func:`data_dependent_init_` on it, so each layer is
     initialized on the activations that the already initialized layers below it
     produce. Returns the layers initialized.
-    Used in chapter "WeightNorm and scaled WeightNorm", section "Data-dependent initialization".
+    Used in chapter ``06_weightnorm``, section "Data-dependent initialization".
     """
     layers = weight_norm_layers(model)
     if not layers:
@@ -240,7 +240,7 @@ def scaled_weight_norm_gain(fan_in: int, fan_out: int, nonlinearity: str = "relu
     (linear, k = 1). The ratio fan_in/fan_out is the one that preserves the *forward*
     pass; the backward pass would need k alone (no fan ratio). The two coincide when
     fan_in = fan_out. This is the ratio of the paper's code (``proposed_weight_norm_g_init``).
-    Used in chapter "WeightNorm and scaled WeightNorm", section "Scaled WeightNorm".
+    Used in chapter ``06_weightnorm``, section "Scaled WeightNorm".
     """
     gains = {"relu": 2.0, "linear": 1.0}
     if nonlinearity not in gains:
@@ -264,7 +264,7 @@ def scaled_weight_norm_init_(layer: WeightNormLinear, nonlinearity: str = "relu"
     v is a (semi-)orthogonal matrix (:func:`normlab.init.orthogonal_`), every g_i is
     :func:`scaled_weight_norm_gain` (fan_in, fan_out, ``nonlinearity``,
     ``residual_blocks``) and the bias is 0. Returns the layer.
-    Used in chapter "WeightNorm and scaled WeightNorm", section "Scaled WeightNorm".
+    Used in chapter ``06_weightnorm``, section "Scaled WeightNorm".
     """
     _check_weight_norm_layer(layer, "scaled_weight_norm_init_")
     nl_init.orthogonal_(layer.v, generator=generator)
@@ -277,6 +277,6 @@ def scaled_weight_norm_init_(layer: WeightNormLinear, nonlinearity: str = "relu"
 def weight_norm_layers(model: nn.Module) -> list[WeightNormLinear]:
     """The WeightNormLinear layers of ``model``, in ``model.modules()`` order.
 
-    Used in chapter "WeightNorm and scaled WeightNorm".
+    Used in chapter ``06_weightnorm``.
     """
     return [m for m in model.modules() if isinstance(m, WeightNormLinear)]
