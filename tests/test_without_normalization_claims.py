@@ -67,7 +67,7 @@ def test_mup_coordinate_check_and_large_learning_rate(seed):
 
 
 def test_claim_records_and_errors():
-    claim = wn.Claim("x", False, 2.0, 1.0)
+    claim = wn.Claim(False, 2.0, 1.0)
     assert not claim and claim.measured == 2.0 and claim.threshold == 1.0
     with pytest.raises(ValueError, match="Unknown technique"):
         wn.build("layer", 4, 4, 2, 2)

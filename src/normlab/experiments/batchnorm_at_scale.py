@@ -31,6 +31,7 @@ from torch import nn
 from normlab import data, models, train
 from normlab.distributed import Workers, train_data_parallel
 from normlab.layers import BatchNorm1d, BatchRenorm1d, GhostBatchNorm1d, GroupNorm, SyncBatchNorm
+from normlab.experiments._common import Claim
 
 __all__ = [
     "Claim",
@@ -49,18 +50,6 @@ __all__ = [
 ]
 
 HIDDEN = (64, 64)
-
-
-@dataclass
-class Claim:
-    """The outcome of one claim: whether it ``holds``, the number ``measured`` and the ``threshold``."""
-
-    holds: bool
-    measured: float
-    threshold: float
-
-    def __bool__(self) -> bool:
-        return self.holds
 
 
 def _mlp(norm, ds: data.Dataset, seed: int) -> nn.Sequential:

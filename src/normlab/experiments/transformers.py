@@ -35,6 +35,7 @@ from normlab.data import SortingTask, sorting_task
 from normlab.experiments import layernorm as ln_exp
 from normlab.layers import LayerNorm, RMSNorm
 from normlab.transformer import Transformer, sequence_loss
+from normlab.experiments._common import Claim
 
 __all__ = [
     "BranchShareRecord",
@@ -53,18 +54,6 @@ __all__ = [
     "standard_runs",
     "train_transformer",
 ]
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One claim's verdict: ``holds``, the ``value`` measured and the ``threshold`` it was held to."""
-
-    holds: bool
-    value: float
-    threshold: float
-
-    def __bool__(self) -> bool:
-        return bool(self.holds)
 
 
 #: The chapter's one training setting: 6 blocks of width 32 (2 heads), Xavier initialization,

@@ -42,6 +42,7 @@ from torch import nn
 
 from normlab import data, init, models, mup, optim, train
 from normlab.layers import SkipInit, WSLinear, activation_gamma
+from normlab.experiments._common import Claim
 
 __all__ = [
     "TECHNIQUES",
@@ -79,19 +80,6 @@ __all__ = [
 
 TECHNIQUES = ("plain", "bn", "skipinit", "fixup", "nf")
 NF_ALPHA = 0.2
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a claim measured, the threshold it was held to, and whether it holds (``bool(claim)``)."""
-
-    name: str
-    holds: bool
-    measured: float
-    threshold: float
-
-    def __bool__(self) -> bool:
-        return bool(self.holds)
 
 
 # ----------------------------------------------------------------------------- the networks
@@ -208,28 +196,28 @@ def bn_stream_grows_linearly(record: StreamRecord, factor: float = 1.25) -> Clai
     """Claim: with BN, Var[h_b] stays within ``factor`` of q0 + b (each branch adds unit variance)."""
     predicted = record.input_variance["bn"] + np.arange(1, record.blocks + 1)
     worst = float(np.max(np.abs(np.log(record.variance["bn"] / predicted))))
-    return Claim("bn_stream_grows_linearly", worst < math.log(factor), math.exp(worst), factor)
+    return Claim(worst < math.log(factor), math.exp(worst), factor)
 
 
 def plain_stream_doubles(record: StreamRecord, tol: float = 0.15) -> Claim:
     """Claim: without BN the stream's variance doubles per block (fitted log₂ growth rate within ``tol`` of 1)."""
     v = np.log2(np.concatenate([[record.input_variance["plain"]], record.variance["plain"]]))
     rate = float(np.polyfit(np.arange(v.size), v, 1)[0])
-    return Claim("plain_stream_doubles", abs(rate - 1) < tol, rate, tol)
+    return Claim(abs(rate - 1) < tol, rate, tol)
 
 
 def gated_streams_stay_at_input(record: StreamRecord) -> Claim:
     """Claim: with SkipInit and Fixup every block is the identity at initialization: Var[h_b] = Var[h_0] exactly."""
     worst = max(float(np.max(np.abs(record.variance[t] / record.input_variance[t] - 1)))
                 for t in ("skipinit", "fixup"))
-    return Claim("gated_streams_stay_at_input", worst < 1e-12, worst, 1e-12)
+    return Claim(worst < 1e-12, worst, 1e-12)
 
 
 def nf_stream_follows_beta(record: StreamRecord, factor: float = 1.1) -> Claim:
     """Claim: the NF stream follows Var[h_b] = q0 + b α² (scaled WS keeps each branch at unit scale), within ``factor``."""
     predicted = record.input_variance["nf"] + NF_ALPHA**2 * np.arange(1, record.blocks + 1)
     worst = float(np.max(np.abs(np.log(record.variance["nf"] / predicted))))
-    return Claim("nf_stream_follows_beta", worst < math.log(factor), math.exp(worst), factor)
+    return Claim(worst < math.log(factor), math.exp(worst), factor)
 
 
 # ----------------------------------------------------------------------------- 2. training 64 blocks
@@ -275,7 +263,7 @@ def deep_training(seed: int = 0, blocks: int = 64, width: int = 32, steps: int =
 def plain_diverges(record: DeepTrainingRecord, within: int = 5) -> Claim:
     """Claim: the plain network diverges within ``within`` steps (its loss exceeds 1e6 or is not finite)."""
     run = record.steps_run["plain"]
-    return Claim("plain_diverges", record.diverged["plain"] and run <= within, run, within)
+    return Claim(record.diverged["plain"] and run <= within, run, within)
 
 
 def without_bn_matches_bn(record: DeepTrainingRecord, gap: float = 0.05,
@@ -286,7 +274,7 @@ def without_bn_matches_bn(record: DeepTrainingRecord, gap: float = 0.05,
     """
     shortfall = max(record.accuracy["bn"] - record.accuracy[t] for t in techniques)
     ok = not any(record.diverged[t] for t in (*techniques, "bn")) and shortfall <= gap
-    return Claim("without_bn_matches_bn", ok, shortfall, gap)
+    return Claim(ok, shortfall, gap)
 
 
 # ----------------------------------------------------------------------------- 3. Fixup's scaling, measured
@@ -344,7 +332,7 @@ def fixup_keeps_update_size_flat(record: UpdateSizeRecord, flat: float = 1.5, gr
     fix, zero = record.change["fixup"], record.change["zero-last"]
     spread = float(fix.max() / fix.min())
     grows = float(zero[-1] / zero[0])
-    return Claim("fixup_keeps_update_size_flat", spread < flat and grows > growth, spread, flat)
+    return Claim(spread < flat and grows > growth, spread, flat)
 
 
 # ----------------------------------------------------------------------------- 4. learning-rate sweep, AGC
@@ -401,14 +389,14 @@ def agc_extends_stable_range(record: LRSweepRecord) -> Claim:
     ``measured``: that learning rate with AGC over the one without; threshold 1."""
     with_agc, without = (largest_stable_lr(record, v) for v in ("nf+agc", "nf"))
     ratio = with_agc / without if without > 0 else math.inf if with_agc > 0 else 0.0
-    return Claim("agc_extends_stable_range", ratio > 1, ratio, 1.0)
+    return Claim(ratio > 1, ratio, 1.0)
 
 
 def nf_agc_reaches_bn(record: LRSweepRecord, gap: float = 0.04) -> Claim:
     """Claim: the best accuracy of NF + AGC over the sweep is within ``gap`` of BN's best. ``measured``: BN's best
     minus NF + AGC's best."""
     shortfall = float(record.accuracy["bn"].max() - record.accuracy["nf+agc"].max())
-    return Claim("nf_agc_reaches_bn", shortfall <= gap, shortfall, gap)
+    return Claim(shortfall <= gap, shortfall, gap)
 
 
 # ----------------------------------------------------------------------------- 5. which invariances survive
@@ -458,7 +446,7 @@ def only_bn_and_ws_are_scale_invariant(record: InvarianceRecord, invariant_below
     batch_free = max(v for t, v in record.batch_dependence.items() if t not in ("bn", "plain"))
     ok = (invariant < invariant_below and sensitive > sensitive_above and batch_free < 1e-6
           and record.batch_dependence["bn"] > sensitive_above)
-    return Claim("only_bn_and_ws_are_scale_invariant", ok, invariant, invariant_below)
+    return Claim(ok, invariant, invariant_below)
 
 
 # ----------------------------------------------------------------------------- 6. μP
@@ -496,7 +484,7 @@ def sp_logits_grow_mup_flat(records: dict[str, mup.CoordinateCheckRecord], sp_at
     coincide, and its logits fluctuate most). At these small widths μP's p is often slightly negative: the change
     is still settling towards its infinite-width limit. ``measured``: SP's exponent."""
     sp, mp = width_exponent(records["sp"]), width_exponent(records["mup"])
-    return Claim("sp_logits_grow_mup_flat", sp > sp_at_least and mp < mup_at_most, sp, sp_at_least)
+    return Claim(sp > sp_at_least and mp < mup_at_most, sp, sp_at_least)
 
 
 @dataclass
@@ -534,4 +522,4 @@ def large_lr_transfers_under_mup(record: LRTransferRecord, probe: float = 1.0) -
     k = int(np.flatnonzero(np.isclose(record.lrs, probe))[0])
     sp_worse = float(record.loss["sp"][-1, k] - record.loss["sp"][0, k])
     mup_worse = float(record.loss["mup"][-1, k] - record.loss["mup"][0, k])
-    return Claim("large_lr_transfers_under_mup", sp_worse - mup_worse > 0, sp_worse - mup_worse, 0.0)
+    return Claim(sp_worse - mup_worse > 0, sp_worse - mup_worse, 0.0)
