@@ -13,6 +13,10 @@ layer and BN's γ, β are not.
   :func:`eps_breaks_invariance_at_small_scale`.
 - :func:`rescaled_training`: training from (cW, c²η) against (W, η). Claims:
   :func:`rescaled_runs_match`, :func:`eps_separates_small_scale_runs`.
+- :func:`taylor_terms_under_rescaling`: the two terms of the second-order Taylor expansion of
+  the loss along the gradient, at cW for several c (so the batch standard deviation σ of the
+  pre-activations scales with c). Claims: :func:`taylor_terms_scale_as_learning_rate`,
+  :func:`descent_not_guaranteed`.
 - :func:`weight_decay_sweep`: weight norms, effective learning rates and test accuracy
   for several weight decays. Claims: :func:`norm_identity_holds`,
   :func:`norm_grows_without_decay`, :func:`decay_reaches_equilibrium`,
@@ -63,6 +67,10 @@ __all__ = [
     "rescaled_training",
     "rescaled_runs_match",
     "scale_invariance_on_network",
+    "TaylorRecord",
+    "descent_not_guaranteed",
+    "taylor_terms_scale_as_learning_rate",
+    "taylor_terms_under_rescaling",
     "weight_decay_sweep",
 ]
 
@@ -343,6 +351,136 @@ def eps_separates_small_scale_runs(record: RescaledTrainingRecord, small: float 
     at_small, at_large = dev[:, record.scales == small], dev[:, record.scales >= large]
     return Claim(holds=bool(np.all(at_small > apart) and np.all(at_large < close)),
                  measured=(float(at_small.min()), float(at_large.max())), threshold=(apart, close))
+
+
+# ----------------------------------------------------------------------------
+# 2b. The Taylor expansion along the gradient under rescaling
+
+
+@dataclass
+class TaylorRecord:
+    """The second-order Taylor expansion of the minibatch loss along the gradient, at c·W.
+
+    W are the scale-invariant weights of :func:`bn_mlp` (ε = 0) after ``steps_trained`` SGD
+    steps; the other parameters are fixed. At each ``scales[k]`` = c, with g = ∇L(cW) and
+    d = −g: ``sigma[k]`` is the mean batch standard deviation of the first layer's
+    pre-activations (∝ c), ``grad_sq[k]`` = ‖d‖² (the first-order coefficient),
+    ``rayleigh[k]`` = dᵀHd / ‖d‖² (the curvature along d, H the Hessian in W) and
+    ``critical_lr[k]`` = 2‖d‖² / dᵀHd, the step at which the quadratic model stops
+    predicting descent. ``loss_change[k, j]`` is L(cW + α d) − L(cW) at
+    α = ``multipliers[j]``·c²; ``fixed_lr_change[k]`` the same at α = ``lr`` for every c.
+    """
+
+    scales: np.ndarray
+    multipliers: np.ndarray
+    lr: float
+    steps_trained: int
+    loss: np.ndarray              # (scale,)
+    sigma: np.ndarray             # (scale,)
+    grad_sq: np.ndarray           # (scale,)
+    rayleigh: np.ndarray          # (scale,)
+    critical_lr: np.ndarray       # (scale,)
+    loss_change: np.ndarray       # (scale, multiplier)
+    fixed_lr_change: np.ndarray   # (scale,)
+
+    def exponent(self, values: np.ndarray) -> float:
+        """The slope of log |values| against log c (a least-squares fit over ``scales``)."""
+        return float(np.polyfit(np.log(self.scales), np.log(np.abs(values)), 1)[0])
+
+
+def _differentiable_forward(net: nn.Sequential, x: torch.Tensor, weights: Sequence[torch.Tensor]
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`bn_mlp`'s forward in train mode with ε = 0, written with plain tensor operations so
+    that autograd can differentiate it twice (normlab's BatchNorm has a closed-form, first-order
+    backward); the hidden weights are ``weights``. Returns the logits and the first layer's
+    pre-activations."""
+    h, first = x, None
+    for i, w in enumerate(weights):
+        z = h @ w.T
+        first = z if first is None else first
+        bn = getattr(net, f"norm{i}")
+        z_hat = (z - z.mean(0)) / z.var(0, unbiased=False).sqrt()
+        h = torch.relu(bn.weight * z_hat + bn.bias)
+    return net.output(h), first
+
+
+def taylor_terms_under_rescaling(seed: int = 0, scales: Sequence[float] = (1e-2, 1e-1, 1.0, 10.0),
+                                 multipliers: Sequence[float] = tuple(np.logspace(-3, 3, 13)), lr: float = 0.1,
+                                 steps_trained: int = 100, batch_size: int = 128) -> TaylorRecord:
+    """Expand the loss to second order along the gradient at cW and step along it.
+
+    :func:`bn_mlp` with ε = 0 is trained for ``steps_trained`` SGD steps (learning rate
+    ``lr``, minibatches of 64), away from initialization, where every step along the
+    gradient still lowers a loss near ln 10. Then, on one minibatch of ``batch_size``
+    training images, its scale-invariant weights are multiplied by c. By scale invariance
+    ‖∇L(cW)‖ ∝ 1/c and the Hessian ∝ 1/c², so L(cW − α g) − L(cW) ≈ −α‖g‖² + ½α² gᵀHg has
+    terms in α/c² and α²/c⁴: a step α at cW is the step α/c² at W. Used in chapter
+    ``09_weight_decay``.
+    """
+    ds = _digits_float64(seed)
+    net = bn_mlp(ds.num_features, ds.num_classes, seed, eps=0.0)
+    _sgd_with_norms(net, ds, steps=steps_trained, lr=lr, batch_size=64, seed=seed, eval_every=steps_trained)
+    idx = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(seed))[:batch_size]
+    x, y = ds.x_train[idx], ds.y_train[idx]
+    base = [w.detach().clone() for w in scale_invariant_weights(net).values()]
+    for p in net.parameters():
+        p.requires_grad_(False)
+    scales = np.asarray(scales, dtype=np.float64)
+    multipliers = np.asarray(multipliers, dtype=np.float64)
+    n = len(scales)
+    loss, sigma, grad_sq, rayleigh = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    loss_change, fixed = np.zeros((n, len(multipliers))), np.zeros(n)
+
+    def loss_at(weights: Sequence[torch.Tensor]) -> float:
+        with torch.no_grad():
+            return F.cross_entropy(_differentiable_forward(net, x, weights)[0], y).item()
+
+    for k, c in enumerate(scales):
+        weights = [(c * w).requires_grad_() for w in base]
+        logits, first = _differentiable_forward(net, x, weights)
+        value = F.cross_entropy(logits, y)
+        grads = torch.autograd.grad(value, weights, create_graph=True)
+        half_sq = sum((g * g).sum() for g in grads) / 2
+        hess_g = torch.autograd.grad(half_sq, weights)           # H g = ∇(½‖g‖²)
+        grads = [g.detach() for g in grads]
+        loss[k] = value.item()
+        sigma[k] = first.detach().std(0, unbiased=False).mean().item()
+        grad_sq[k] = sum((g * g).sum() for g in grads).item()
+        rayleigh[k] = sum((h * g).sum() for h, g in zip(hess_g, grads)).item() / grad_sq[k]
+        for j, m in enumerate(multipliers):
+            loss_change[k, j] = loss_at([w - m * c * c * g for w, g in zip(weights, grads)]) - loss[k]
+        fixed[k] = loss_at([w - lr * g for w, g in zip(weights, grads)]) - loss[k]
+    return TaylorRecord(scales=scales, multipliers=multipliers, lr=lr, steps_trained=steps_trained, loss=loss,
+                        sigma=sigma, grad_sq=grad_sq, rayleigh=rayleigh, critical_lr=2 / rayleigh,
+                        loss_change=loss_change, fixed_lr_change=fixed)
+
+
+def taylor_terms_scale_as_learning_rate(record: TaylorRecord, exponent_tol: float = 1e-6,
+                                        step_tol: float = 1e-9) -> Claim:
+    """Claim: the gradient norm scales as c⁻¹, the curvature along it as c⁻² and the critical
+    step 2‖g‖²/gᵀHg as c², each exponent within ``exponent_tol``; and the loss change of the
+    step α = m·c² at cW equals that of the step m at W, for every m, within ``step_tol``
+    (absolute). Measured: (largest exponent error, largest loss-change difference)."""
+    exponents = (record.exponent(np.sqrt(record.grad_sq)), record.exponent(record.rayleigh),
+                 record.exponent(record.critical_lr))
+    exponent_err = max(abs(e - t) for e, t in zip(exponents, (-1.0, -2.0, 2.0)))
+    reference = record.loss_change[record.scales == 1.0][0]
+    step_err = float(np.max(np.abs(record.loss_change - reference)))
+    holds = exponent_err < exponent_tol and step_err < step_tol and bool(np.all(record.rayleigh > 0))
+    return Claim(holds=bool(holds), measured=(float(exponent_err), step_err), threshold=(exponent_tol, step_tol))
+
+
+def descent_not_guaranteed(record: TaylorRecord) -> Claim:
+    """Claim: BN does not make every step a descent step. At every c the smallest step
+    (α = ``multipliers[0]``·c²) lowers the loss and the largest raises it; and one fixed step
+    α = ``lr`` lowers the loss at c = 1 but raises it at the smallest c (where the batch σ
+    is smallest). Measured: (the fixed step's loss change at c = 1, at the smallest c); threshold: 0."""
+    unit, smallest = record.scales == 1.0, np.argmin(record.scales)
+    holds = (np.all(record.loss_change[:, 0] < 0) and np.all(record.loss_change[:, -1] > 0)
+             and record.fixed_lr_change[unit][0] < 0 and record.fixed_lr_change[smallest] > 0)
+    return Claim(holds=bool(holds),
+                 measured=(float(record.fixed_lr_change[unit][0]), float(record.fixed_lr_change[smallest])),
+                 threshold=0.0)
 
 
 # ----------------------------------------------------------------------------
