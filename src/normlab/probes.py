@@ -8,6 +8,9 @@
 - :func:`layer_histograms`: a histogram of each chosen layer's output values on one batch.
 - :func:`gradient_ics`: Santurkar et al.'s gradient-based internal covariate shift of each
   layer, ‖G − G′‖ and cos(G, G′) (:class:`GradientICS`).
+- :func:`wasserstein_1d` and :func:`earth_mover_ics`: Huang & Yu's Earth Mover (Wasserstein-1)
+  measure of internal covariate shift, per unit, between a layer's input distribution before
+  and after one SGD step, with two bounds that hold for any pair (:class:`EarthMoverICS`).
 - :func:`in_mode`: a context manager that puts a model in train or eval mode and restores
   every submodule's flag afterwards; every probe measures inside it.
 
@@ -28,6 +31,9 @@ from torch import Tensor, nn
 
 __all__ = [
     "ActivationPercentiles",
+    "EarthMoverICS",
+    "earth_mover_ics",
+    "wasserstein_1d",
     "GradientICS",
     "LayerStats",
     "gradient_ics",
@@ -525,3 +531,116 @@ def _weight_positions(layers: Sequence[nn.Module], named: list[tuple[str, nn.Par
                              "pass submodules of the model with a .weight, such as its Linear layers.")
         indices.append(position[id(weight)])
     return indices
+
+
+# ---------------------------------------------------------------------- Earth Mover internal covariate shift
+
+
+def wasserstein_1d(u: np.ndarray | Tensor, v: np.ndarray | Tensor) -> float:
+    """Wasserstein-1 (Earth Mover) distance between the empirical distributions of two 1-D samples.
+
+    W₁(P, Q) = ∫ |F_P(t) − F_Q(t)| dt, the area between the two empirical CDFs (each sample
+    point has weight 1/len); the samples may differ in size. For equal sizes it equals
+    mean |sort(u) − sort(v)|. Agrees with ``scipy.stats.wasserstein_distance`` without weights.
+    Used in chapter ``04_internal_covariate_shift``.
+    """
+    u = np.asarray(u.detach().cpu() if isinstance(u, Tensor) else u, dtype=np.float64).ravel()
+    v = np.asarray(v.detach().cpu() if isinstance(v, Tensor) else v, dtype=np.float64).ravel()
+    if u.size == 0 or v.size == 0:
+        raise ValueError(f"both samples need at least one value; got sizes {u.size} and {v.size}.")
+    if not (np.all(np.isfinite(u)) and np.all(np.isfinite(v))):
+        raise ValueError("the samples contain NaN or infinite values; W1 is not defined for them.")
+    u, v = np.sort(u), np.sort(v)
+    grid = np.sort(np.concatenate([u, v]))
+    widths = np.diff(grid)
+    cdf_u = np.searchsorted(u, grid[:-1], side="right") / u.size
+    cdf_v = np.searchsorted(v, grid[:-1], side="right") / v.size
+    return float(np.sum(np.abs(cdf_u - cdf_v) * widths))
+
+
+@dataclass(frozen=True)
+class EarthMoverICS:
+    """Earth Mover ICS of some layers' inputs across one SGD step, per unit, with two bounds.
+
+    One list entry per layer, in the order given; each entry is an array with one value per
+    input unit. For unit j with values x_j (before the step) and x'_j (after it) on the same
+    batch of n examples:
+
+        lower[j]    = |mean(x_j) − mean(x'_j)|            ≤ distance[j]   (the identity is 1-Lipschitz)
+        distance[j] = W₁(x_j, x'_j)                        (the ICS measure)
+        upper[j]    = mean_i |x_ij − x'_ij|               ≥ distance[j]   (pairing each example with itself
+                                                                          is one transport plan)
+    """
+
+    #: per layer, (units,) W₁ between the unit's input values before and after the step.
+    distance: list[np.ndarray]
+    #: per layer, (units,) the mean shift |μ − μ'|, a lower bound on distance.
+    lower: list[np.ndarray]
+    #: per layer, (units,) the cost of the example-to-itself plan, an upper bound on distance.
+    upper: list[np.ndarray]
+
+
+def earth_mover_ics(
+    model: nn.Module,
+    layers: Sequence[nn.Module],
+    batch: tuple[Tensor, Tensor],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    lr: float,
+    *,
+    training: bool = True,
+) -> EarthMoverICS:
+    """Earth Mover internal covariate shift of each layer's input (Huang & Yu 2020), per unit.
+
+    On one batch (x, y), records the input of every module in ``layers`` (for example the
+    activations, whose input is the BN output when there is BN), takes one SGD step of size
+    ``lr`` on L = ``loss_fn(model(x), y)`` for *every* parameter, records the inputs again on
+    the same x, and returns for each unit the Wasserstein-1 distance between the two empirical
+    distributions (:func:`wasserstein_1d`) with the bounds of :class:`EarthMoverICS`.
+    Runs through :func:`torch.func.functional_call` in training mode (BN with batch
+    statistics) or eval mode, so the model, its gradients, running statistics and flags
+    are unchanged. Used in chapter ``04_internal_covariate_shift``.
+    """
+    layers = _checked_layers(layers, "whose inputs to measure, e.g. the activation modules")
+    if not (isinstance(lr, (int, float)) and lr > 0 and np.isfinite(lr)):
+        raise ValueError(f"lr must be a positive, finite learning rate; got {lr!r}.")
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, Tensor) for t in batch)):
+        raise ValueError("batch must be a pair of tensors (x, y).")
+    x, y = batch
+    named = dict(model.named_parameters())
+    params = {name: p.detach() for name, p in named.items()}
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+
+    def inputs_at(values: dict[str, Tensor]) -> tuple[Tensor, list[Tensor]]:
+        captured: dict[int, Tensor] = {}
+
+        def hook_for(index: int) -> Callable[[nn.Module, tuple], None]:
+            def on_input(_module: nn.Module, inputs: tuple) -> None:
+                captured.setdefault(index, _first_tensor(inputs, "layer input").detach().reshape(len(x), -1))
+            return on_input
+
+        handles = [layer.register_forward_pre_hook(hook_for(i)) for i, layer in enumerate(layers)]
+        try:
+            state = {**values, **{name: b.clone() for name, b in buffers.items()}}
+            out = torch.func.functional_call(model, state, (x,))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return out, _in_layer_order(captured, len(layers))
+
+    with in_mode(model, training), torch.enable_grad():
+        leaves = {name: p.clone().requires_grad_(True) for name, p in params.items()}
+        out, before = inputs_at(leaves)
+        loss = loss_fn(out, y)
+        if loss.ndim != 0:
+            raise ValueError(f"loss_fn must return a scalar; got a tensor of shape {tuple(loss.shape)}.")
+        grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        stepped = {name: p if g is None else p - lr * g.detach() for (name, p), g in zip(params.items(), grads)}
+    with in_mode(model, training), torch.no_grad():
+        _, after = inputs_at(stepped)
+    distance, lower, upper = [], [], []
+    for a, b in zip(before, after):
+        a, b = a.double().cpu().numpy(), b.double().cpu().numpy()
+        distance.append(np.array([wasserstein_1d(a[:, j], b[:, j]) for j in range(a.shape[1])]))
+        lower.append(np.abs(a.mean(0) - b.mean(0)))
+        upper.append(np.abs(a - b).mean(0))
+    return EarthMoverICS(distance=distance, lower=lower, upper=upper)
