@@ -506,3 +506,110 @@ def bn_lowers_slice_maximum(bn: SliceRecord, plain: SliceRecord, factor: float =
     Measured: :func:`slice_maximum_ratio`."""
     ratio = slice_maximum_ratio(bn, plain)
     return Claim(holds=ratio >= factor, measured=ratio, threshold=factor)
+
+
+# ----------------------------------------------------------------------------
+# Overclaims corrected (issue 14): σ scales with the layer below; λ_max at matched weight norm
+
+
+@dataclass
+class SigmaScalingRecord:
+    """‖∇_y L̂‖ of a BN unit when the weights of the layer below are scaled by c (y = c · x W)."""
+
+    scales: np.ndarray
+    #: (scales,) ‖∇_y L̂‖ at each scale, downstream loss and γ, β unchanged.
+    gradient_norm: np.ndarray
+    #: (scales,) the batch standard deviation σ of y at each scale.
+    sigma: np.ndarray
+
+
+def gradient_scale_with_previous_layer(seed: int = 0, m: int = 32, scales: Sequence[float] = (0.1, 1.0, 10.0),
+                                       eps: float = 0.0) -> SigmaScalingRecord:
+    """Scale the weights feeding one BN unit by c and measure ‖∇_y L̂‖ and σ (Theorem 4.1's γ/σ).
+
+    y = c · X w for a random batch X (m × 8) and weight w; BN (γ = 1, β = 0) then a fixed
+    random downstream loss (:func:`_random_problem`). With ε = 0 the BN output, hence g, does not
+    depend on c, while σ = c σ₁: the input gradient scales as 1/c. Used in chapter ``05_smoothness``.
+    """
+    rng = np.random.default_rng(seed)
+    x = torch.as_tensor(rng.standard_normal((m, 8)))
+    w = torch.as_tensor(rng.standard_normal(8))
+    loss = _random_problem(rng, m)[0]
+    norms, sigmas = [], []
+    for c in scales:
+        y = (c * (x @ w)).requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss(_batch_norm_one_unit(y, 1.0, 0.0, eps)), [y])
+        norms.append(grad.norm().item())
+        sigmas.append(y.detach().std(unbiased=False).item())
+    return SigmaScalingRecord(np.asarray(scales, dtype=float), np.asarray(norms), np.asarray(sigmas))
+
+
+def gradient_scales_inversely_with_previous_layer(r: SigmaScalingRecord, rtol: float = 1e-8) -> Claim:
+    """c · ‖∇_y L̂‖(c) is the same for every scale c (ε = 0), and σ(c)/c too. measured: the largest
+    relative spread of c‖∇_y L̂‖ over the scales."""
+    scaled = r.scales * r.gradient_norm
+    spread = float(np.max(np.abs(scaled / scaled[0] - 1)))
+    sig = float(np.max(np.abs(r.sigma / r.scales / (r.sigma[0] / r.scales[0]) - 1)))
+    return Claim(holds=spread <= rtol and sig <= rtol, measured=spread, threshold=rtol)
+
+
+@dataclass
+class MatchedNormRecord:
+    """λ_max of a trained BN network, as trained and with its pre-BN weights rescaled to their initial norms."""
+
+    #: (layers,) ‖W_l‖ at the end of training / at initialization, for each Linear layer followed by BN.
+    weight_growth: np.ndarray
+    top_eigenvalue_trained: float
+    top_eigenvalue_matched: float
+    #: the network without normalization, at the end of training, on the same probe batch.
+    top_eigenvalue_plain: float
+    #: |loss(rescaled) − loss(trained)| on the probe batch: the rescaling leaves the function unchanged.
+    loss_change: float
+
+
+def top_eigenvalue_at_matched_weight_norm(normalized: LandscapeRecord, plain: LandscapeRecord, seed: int = 0,
+                                          probe_size: int = 256, eigen_iterations: int = 20) -> MatchedNormRecord:
+    """Undo the weight-norm growth of a trained BN network before comparing its λ_max with the plain one.
+
+    A Linear layer followed by BN is scale invariant: L(cW, cb) = L(W, b) (up to ε), so the Hessian
+    block of W scales as 1/c². Rescale each such layer's (W, b) to the norm W had at initialization
+    (same seed), which leaves the function unchanged, and measure λ_max again on the probe batch of
+    :func:`landscape_over_training`. Used in chapter ``05_smoothness``.
+    """
+    ds = data.digits(seed=seed)
+    build = lambda norm: models.mlp(ds.num_features, HIDDEN, ds.num_classes, activation="relu",  # noqa: E731
+                                    norm=make_norm(norm), seed=seed)
+    net, init, flat = build(normalized.norm), build(normalized.norm), build("none")
+    net.load_state_dict(normalized.state)
+    flat.load_state_dict(plain.state)
+    probe = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(seed))[:probe_size]
+    x, y = ds.x_train[probe], ds.y_train[probe]
+
+    def lam(model: nn.Module) -> float:
+        return landscape.top_hessian_eigenvalue(landscape.flat_loss(model, x, y), landscape.flat_parameters(model),
+                                                iterations=eigen_iterations, seed=seed)
+
+    def loss(model: nn.Module) -> float:
+        return float(landscape.flat_loss(model, x, y)(landscape.flat_parameters(model)))
+
+    trained, loss_before = lam(net), loss(net)
+    growth = []
+    with torch.no_grad():
+        for name in [f"linear{i}" for i in range(len(HIDDEN))]:
+            layer, start = getattr(net, name), getattr(init, name)
+            c = (layer.weight.norm() / start.weight.norm()).item()
+            growth.append(c)
+            layer.weight /= c
+            layer.bias /= c
+    return MatchedNormRecord(np.asarray(growth), trained, lam(net), lam(flat), abs(loss(net) - loss_before))
+
+
+def smoothing_survives_matched_weight_norm(r: MatchedNormRecord, factor: float = 1.1, loss_tol: float = 1e-6
+                                           ) -> Claim:
+    """λ_max without normalization is at least ``factor`` times λ_max of the normalized network after its
+    pre-BN weights are rescaled to their initial norms (the function unchanged to ``loss_tol``).
+    measured: (λ_plain / λ_matched, λ_plain / λ_trained)."""
+    matched = r.top_eigenvalue_plain / r.top_eigenvalue_matched
+    trained = r.top_eigenvalue_plain / r.top_eigenvalue_trained
+    return Claim(holds=matched >= factor and r.loss_change <= loss_tol, measured=(matched, trained),
+                 threshold=factor)
