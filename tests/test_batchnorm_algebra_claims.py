@@ -40,3 +40,18 @@ def test_bn_is_scale_invariant_until_eps_matters(seed):
     big = c >= 1
     assert np.allclose((c * s.grad_norm)[big], 100 * s.grad_norm[-1], rtol=1e-4)
     assert np.allclose(s.input_grad_norm[big], s.input_grad_norm[-1], rtol=1e-4)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_gamma_and_beta_fix_two_moments_not_the_distribution_and_fixing_them_at_zero_one_trains_worse(seed):
+    r = algebra.affine_after_training(seed=seed)
+    assert algebra.affine_sets_two_moments_only(r, moment_tol=1e-3, skew_spread=1.0)
+    assert algebra.learned_affine_beats_standardized(r, factor=1.1)
+
+
+def test_affine_claims_fail_on_records_that_contradict_them():
+    r = algebra.affine_after_training(seed=0, steps=50)
+    r.skewness[:] = 0.3                       # every unit the same shape
+    assert not algebra.affine_sets_two_moments_only(r)
+    r.train_loss = (0.1, 0.1)                 # no cost to fixing (1, 0)
+    assert not algebra.learned_affine_beats_standardized(r)

@@ -177,6 +177,11 @@ def backward_no_sum(dout, x, gamma, eps):
     return dx, dout * xhat, dbeta
 
 
+def backward_dbeta_not_summed(dout, x, gamma, eps):
+    dx, dgamma, _ = backward_stepwise(dout, x, gamma, eps)
+    return dx, dgamma, dout
+
+
 def backward_means(dout, x, gamma, eps):
     dx, dgamma, dbeta = backward_stepwise(dout, x, gamma, eps)
     return dx, dgamma / len(x), dbeta / len(x)
@@ -215,6 +220,7 @@ BACKWARD_ZOO = {
     "no variance path": (backward_without_variance_path, "misses the path through the batch variance"),
     "permuted outputs": (backward_permuted, "you returned (dx, dbeta, dgamma)"),
     "dgamma not summed": (backward_no_sum, "reduce over the batch"),
+    "dbeta not summed": (backward_dbeta_not_summed, "g_β written without its sum over the batch"),
     "means for sums": (backward_means, "are averages over the batch"),
     "dgamma from x": (backward_dgamma_from_x, "Your dgamma uses x"),
     "eps ignored": (backward_no_eps, "ignores its `eps` argument"),

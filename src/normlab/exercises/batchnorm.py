@@ -148,7 +148,8 @@ def _naive_backward(dout, x, gamma, eps):
 
 
 def _backward_variant(without: str = ""):
-    """The gradient with one piece wrong: a path left out, γ forgotten, x for x̂, means for sums."""
+    """The gradient with one piece wrong: a path left out, γ forgotten, x for x̂, means for sums,
+    dβ left per example (``dout`` itself, without the sum over the batch)."""
     def wrong(dout, x, gamma, eps):
         std = np.sqrt(x.var(0) + eps)
         xhat = (x - x.mean(0)) / std
@@ -162,6 +163,8 @@ def _backward_variant(without: str = ""):
         dbeta = dout.sum(0)
         if without == "sum":
             dgamma, dbeta = dgamma / len(x), dbeta / len(x)
+        if without == "dbeta sum":
+            dbeta = dout.copy()
         return dx, dgamma, dbeta
     return wrong
 
@@ -206,6 +209,10 @@ batchnorm_backward = make_checker(Exercise(
         Mistake("dgamma from x", _backward_variant("xhat"),
                 "Your dgamma uses x where the forward pass multiplies γ by x̂: the derivative of γ·x̂ "
                 "with respect to γ is x̂."),
+        Mistake("dbeta not summed", _backward_variant("dbeta sum"),
+                "Your dbeta is dout itself, one row per example: the gradient g_β written without its sum "
+                "over the batch, a common misstatement. β is shared by every example, so "
+                "∂ℓ/∂β = Σ_i ∂ℓ/∂y_i: sum dout over the batch (axis 0)."),
         Mistake("means for sums", _backward_variant("sum"),
                 "Your dgamma and dbeta are averages over the batch. Each example's loss adds a "
                 "contribution to the gradient of the shared γ and β: sum them, do not average."),

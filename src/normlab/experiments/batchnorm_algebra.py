@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
+import scipy.stats
 import torch
 from torch import nn
 
 from normlab import data, models, train
+from normlab.experiments._common import Claim
 from normlab.layers import BatchNorm1d
 
 
@@ -79,6 +82,85 @@ def inference_pitfalls(seed: int = 0, steps: int = 400, lr: float = 0.1) -> Infe
 
     return InferencePitfalls(correct, full, tiny, never,
                              dependence(copy.deepcopy(in_train_mode)), dependence(net))
+
+
+@dataclass
+class AffineAfterTraining:
+    """What BN's γ and β control, measured on a trained network, and what fixing them at (1, 0) costs.
+
+    The network of :func:`inference_pitfalls` is trained twice from the same initial weights
+    on the same minibatches: with learned γ, β and with ``affine=False`` (γ = 1, β = 0 fixed,
+    every unit standardized). For the first, on the test set in train mode:
+    ``mean_deviation`` = max over units of |batch mean of BN's output − β|,
+    ``std_deviation`` = max |batch std / γ − 1|, ``skewness`` the skewness of each unit's
+    BN output (first BN layer), ``gamma``/``beta`` all learned values (both layers).
+    ``train_loss`` = (learned, fixed): cross-entropy on the whole training set in eval mode;
+    ``test_accuracy`` likewise.
+    """
+
+    mean_deviation: float
+    std_deviation: float
+    skewness: np.ndarray
+    gamma: np.ndarray
+    beta: np.ndarray
+    train_loss: tuple[float, float]
+    test_accuracy: tuple[float, float]
+
+
+def affine_after_training(seed: int = 0, steps: int = 400, lr: float = 0.1) -> AffineAfterTraining:
+    """Train the BN MLP of :func:`inference_pitfalls` with learned and with fixed (γ, β) = (1, 0).
+
+    γ and β set the mean and standard deviation of each unit's output over the batch, and
+    nothing else: the shape of the distribution (skewness here) is whatever the
+    pre-activations have. Used in chapter ``02_batchnorm``.
+    """
+    ds = data.digits(seed=seed)
+    losses, accuracies, learned = [], [], None
+    for affine in (True, False):
+        net = models.mlp(ds.num_features, [64, 64], ds.num_classes, norm=partial(BatchNorm1d, affine=affine),
+                         seed=seed)
+        train.train(net, ds, steps=steps, lr=lr, batch_size=32, seed=seed, progress=False, device="cpu")
+        net.eval()
+        with torch.no_grad():
+            losses.append(float(nn.functional.cross_entropy(net(ds.x_train), ds.y_train)))
+            accuracies.append(float((net(ds.x_test).argmax(1) == ds.y_test).float().mean()))
+        if affine:
+            learned = net
+    outputs: list[torch.Tensor] = []
+    hook = learned.norm0.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach()))
+    with torch.no_grad():
+        copy.deepcopy(learned).train()(ds.x_test)   # the hook travels with the copy; the model keeps its stats
+    hook.remove()
+    out = outputs[0].double().numpy()
+    gamma0, beta0 = learned.norm0.weight.detach().double().numpy(), learned.norm0.bias.detach().double().numpy()
+    norms = [learned.norm0, learned.norm1]
+    return AffineAfterTraining(
+        mean_deviation=float(np.abs(out.mean(0) - beta0).max()),
+        std_deviation=float(np.abs(out.std(0) / gamma0 - 1).max()),
+        skewness=scipy.stats.skew(out, axis=0),
+        gamma=np.concatenate([m.weight.detach().numpy() for m in norms]),
+        beta=np.concatenate([m.bias.detach().numpy() for m in norms]),
+        train_loss=(losses[0], losses[1]), test_accuracy=(accuracies[0], accuracies[1]))
+
+
+def affine_sets_two_moments_only(record: AffineAfterTraining, moment_tol: float = 1e-3,
+                                 skew_spread: float = 1.0) -> Claim:
+    """Claim: BN's output has batch mean β and batch std γ (within ``moment_tol``; ε and float32
+    make it inexact), while the skewness of the units' outputs spans more than ``skew_spread``:
+    γ and β fix two moments, not the distribution. Measured: (largest moment deviation,
+    skewness spread)."""
+    moments = max(record.mean_deviation, record.std_deviation)
+    spread = float(record.skewness.max() - record.skewness.min())
+    return Claim(holds=bool(moments < moment_tol and spread > skew_spread), measured=(moments, spread),
+                 threshold=(moment_tol, skew_spread))
+
+
+def learned_affine_beats_standardized(record: AffineAfterTraining, factor: float = 1.1) -> Claim:
+    """Claim: the network whose units are held at zero mean and unit variance (γ = 1, β = 0
+    fixed) ends with a training loss more than ``factor`` times that of the network that learns
+    γ and β. Measured: the ratio (fixed / learned)."""
+    ratio = record.train_loss[1] / record.train_loss[0]
+    return Claim(holds=bool(ratio > factor), measured=float(ratio), threshold=factor)
 
 
 @dataclass
