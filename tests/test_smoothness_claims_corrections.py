@@ -28,3 +28,17 @@ def test_lower_top_eigenvalue_survives_matched_weight_norm(seed):
     record = sm.top_eigenvalue_at_matched_weight_norm(bn, plain, seed=seed)
     assert sm.smoothing_survives_matched_weight_norm(record, factor=1.1)
     assert record.weight_growth.min() > 1.0      # the norms do grow; the correction goes the right way
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_unsquared_theorem_4_1_fails_and_depends_on_the_loss_scale(seed):
+    # seeds 0, 101-105: violated on 100% at k = 0.01, 95-99% at k = 1, 2-6% at k = 100
+    claim = sm.unsquared_version_fails(sm.bn_gradient_theorem_check(seed=seed))
+    assert claim
+    assert claim.measured[0] > claim.measured[-1]
+
+
+def test_hinge_loss_is_lipschitz_but_not_smooth():
+    record = sm.hinge_lipschitz_not_smooth()
+    assert sm.hinge_is_lipschitz_not_smooth(record)
+    assert record.gradient_ratio[-1] > 1e4      # no β bounds the derivative's change across the kink

@@ -613,3 +613,55 @@ def smoothing_survives_matched_weight_norm(r: MatchedNormRecord, factor: float =
     trained = r.top_eigenvalue_plain / r.top_eigenvalue_trained
     return Claim(holds=matched >= factor and r.loss_change <= loss_tol, measured=(matched, trained),
                  threshold=factor)
+
+
+def unsquared_version_fails(r: GradientTheoremRecord, loss_scales: Sequence[float] = (0.01, 1.0, 100.0)) -> Claim:
+    """The misstatement ‖∇_y L̂‖ ≤ (γ²/σ²)(‖g‖² − ⟨1,g⟩²/m − ⟨g,ŷ⟩²/m) (left side not squared), at several
+    scales k of the loss (L → kL scales g and ∇_y L̂ by k, so the left side by k and the right by k²).
+
+    Holds (the misstatement is refuted) when it is violated on some problems at the smallest scale and its
+    verdict changes with k, which a statement about a smoothness property cannot do. ε = 0 records only.
+    measured: the fraction of problems on which the unsquared form is violated, per scale.
+    """
+    if r.eps != 0:
+        raise ValueError("use a record with eps = 0, where Theorem 4.1 is an identity.")
+    fractions = tuple(float(np.mean(k * np.sqrt(r.lhs) > k**2 * r.rhs_1_over_m * (1 + 1e-9))) for k in loss_scales)
+    return Claim(holds=fractions[0] > 0 and fractions[0] != fractions[-1], measured=fractions,
+                 threshold=tuple(loss_scales))
+
+
+@dataclass
+class HingeRecord:
+    """The hinge loss h(t) = max(0, 1 − t) on both sides of its kink at t = 1."""
+
+    #: (k,) the half-widths δ of the pairs (1 − δ, 1 + δ).
+    deltas: np.ndarray
+    #: (k,) |h(1 + δ) − h(1 − δ)| / (2δ): the slope of the chord, at most L = 1.
+    value_ratio: np.ndarray
+    #: (k,) |h'(1 + δ) − h'(1 − δ)| / (2δ): how fast the derivative changes; 1/(2δ) for the hinge.
+    gradient_ratio: np.ndarray
+
+
+def hinge_lipschitz_not_smooth(deltas: Sequence[float] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)) -> HingeRecord:
+    """Measure the hinge loss's Lipschitz and smoothness ratios across its kink, by autograd.
+
+    Used in chapter ``05_smoothness``: the hinge loss is 1-Lipschitz (values) but not β-smooth
+    for any β (its derivative jumps from −1 to 0 at t = 1).
+    """
+    rows = []
+    for d in deltas:
+        t = torch.tensor([1.0 - d, 1.0 + d], dtype=torch.float64, requires_grad=True)
+        h = torch.clamp(1.0 - t, min=0.0)
+        (g,) = torch.autograd.grad(h.sum(), [t])
+        rows.append((d, abs(float(h[1].detach() - h[0].detach())) / (2 * d), abs(float(g[1] - g[0])) / (2 * d)))
+    cols = [np.array(c) for c in zip(*rows)]
+    return HingeRecord(*cols)
+
+
+def hinge_is_lipschitz_not_smooth(r: HingeRecord, lipschitz: float = 1.0, tol: float = 1e-9) -> Claim:
+    """Every chord slope ≤ ``lipschitz`` (1-Lipschitz) while the derivative's difference quotient equals
+    1/(2δ), unbounded as δ → 0 (no β works). measured: (max chord slope, max derivative quotient)."""
+    chord = float(r.value_ratio.max())
+    grad_ok = np.allclose(r.gradient_ratio, 1 / (2 * r.deltas), rtol=tol)
+    return Claim(holds=chord <= lipschitz + tol and bool(grad_ok), measured=(chord, float(r.gradient_ratio.max())),
+                 threshold=lipschitz)
