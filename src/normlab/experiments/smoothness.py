@@ -15,6 +15,12 @@ Santurkar et al. (2018) at CPU scale.
   ReLU MLP on digits without normalization, with BN and with ℓ1/ℓ∞ batch normalization.
   Claims: :func:`normalization_smooths_landscape` and friends.
 - :func:`loss_slices`: filter-normalized 1-D and 2-D slices of the trained networks' loss.
+- Corrections (issue 14): :func:`gradient_scale_with_previous_layer` (σ in Theorem 4.1 scales
+  with the layer below; claim :func:`gradient_scales_inversely_with_previous_layer`),
+  :func:`top_eigenvalue_at_matched_weight_norm` (λ_max after undoing the weight-norm growth of
+  the pre-BN layers; claim :func:`smoothing_survives_matched_weight_norm`),
+  :func:`unsquared_version_fails` (Theorem 4.1 misquoted without the square) and
+  :func:`hinge_lipschitz_not_smooth` (claim :func:`hinge_is_lipschitz_not_smooth`).
 
 Each claim is a function of the returned record(s) that returns a
 :class:`~normlab.experiments._common.Claim` (holds, measured, threshold): the chapter's check
