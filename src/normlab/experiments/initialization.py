@@ -25,6 +25,11 @@ come from the mean-field recursion of :func:`mean_field_variances`.
 - :func:`weight_scale_sweep`: CS231n's weight-scale experiment, with BatchNorm and without.
   Claims: :func:`bn_output_ignores_weight_scale`, :func:`bn_widens_weight_scale_range`,
   :func:`plain_trains_only_at_he_scale`.
+- :func:`zero_init_gradients`: which parameters of an all-zero network get a gradient, step by
+  step, for tanh (φ(0) = 0) and sigmoid (φ(0) = 1/2). Claim: :func:`zero_init_learns_as_phi_of_zero_says`.
+- :func:`bn_gradient_explosion`: weight-gradient norms per layer at initialization of deep ReLU
+  MLPs with and without BN, no skip connections (Yang et al. 2019). Claim:
+  :func:`bn_gradients_explode_with_depth`.
 - :func:`activation_histograms`: per-layer histograms for the chapter's explorer.
 """
 
@@ -44,6 +49,11 @@ from normlab.layers import BatchNorm1d
 
 __all__ = [
     "SCHEMES",
+    "BNGradientRecord",
+    "bn_gradient_explosion",
+    "bn_gradients_explode_with_depth",
+    "zero_init_gradients",
+    "zero_init_learns_as_phi_of_zero_says",
     "ConstantInitRecord",
     "DeepTrainingRecord",
     "DefaultInitRecord",
@@ -778,3 +788,107 @@ def activation_histograms(activation: str = "relu", scheme: str = "he", depth: i
     lo, hi = (-1.0, 1.0) if activation == "tanh" else (-3.0, 3.0) if activation != "relu" else (0.0, 4.0)
     edges, density, std = probes.layer_histograms(net, x, acts, bins=np.linspace(lo, hi, bins + 1))
     return HistogramRecord(layers=np.asarray(show), edges=edges, density=density, std=std)
+
+
+# ----------------------------------------------------------------------------
+# All-zero weights: what learns depends on φ(0)
+
+
+def zero_init_gradients(activation: str, steps: int = 3, lr: float = 0.1, seed: int = 0,
+                        hidden: Sequence[int] = (32, 32)) -> list[list[str]]:
+    """Names of the parameters with a non-zero gradient at each of ``steps`` SGD steps from all-zero parameters.
+
+    The MLP (64 → ``hidden`` → 10) starts with every weight and bias at zero and takes full SGD
+    steps on one fixed random batch. A hidden unit outputs φ(0): with tanh that is 0, so the
+    output weights, which see φ(0), get no gradient, and only the output bias ever learns; with
+    a sigmoid it is 1/2, so the output weights learn at the first step and the hidden layers,
+    from the top down, one step after the weights above them have become non-zero.
+    Used in chapter ``08_initialization``.
+    """
+    net = models.mlp(64, list(hidden), 10, activation=activation)
+    for p in net.parameters():
+        nn.init.zeros_(p)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(16, 64, generator=generator)
+    y = torch.arange(16) % 10
+    learning = []
+    for _ in range(steps):
+        net.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(net(x), y).backward()
+        learning.append([name for name, p in net.named_parameters() if p.grad.abs().max() > 0])
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= lr * p.grad
+    return learning
+
+
+def zero_init_learns_as_phi_of_zero_says(tanh: list[list[str]], sigmoid: list[list[str]]) -> Claim:
+    """Claim: from all-zero parameters of the (32, 32) MLP, with tanh only ``output.bias`` has a
+    gradient at every step; with a sigmoid the output layer's weight and bias have one at the first
+    step and every parameter by the third. Measured: (number of parameters with a gradient at the
+    last step, tanh, sigmoid)."""
+    every = {"linear0.weight", "linear0.bias", "linear1.weight", "linear1.bias", "output.weight", "output.bias"}
+    holds = (all(names == ["output.bias"] for names in tanh) and sigmoid[0] == ["output.weight", "output.bias"]
+             and set(sigmoid[-1]) == every)
+    return Claim(holds=bool(holds), measured=(len(tanh[-1]), len(sigmoid[-1])), threshold=None)
+
+
+# ----------------------------------------------------------------------------
+# BatchNorm does not prevent exploding gradients (Yang et al. 2019)
+
+
+@dataclass
+class BNGradientRecord:
+    """‖∂L/∂W_l‖ for every hidden layer l of deep ReLU MLPs at He initialization, with and without BN.
+
+    ``grad_norm[norm][d]`` is the array of per-layer norms (layer 1 first) of the network of
+    depth ``depths[d]``; ``first_layer[norm]`` the first layer's norm against depth;
+    ``rate[norm]`` the per-layer growth factor of the squared gradient norm from the output down,
+    exp(−2·slope) of a least-squares fit of log ‖∂L/∂W_l‖ against l in the deepest network.
+    """
+
+    depths: np.ndarray
+    width: int
+    grad_norm: dict[str, list[np.ndarray]]
+    first_layer: dict[str, np.ndarray]
+    rate: dict[str, float]
+
+
+def bn_gradient_explosion(seed: int = 0, depths: Sequence[int] = (5, 10, 20, 40), width: int = 256,
+                          batch: int = 128) -> BNGradientRecord:
+    """Weight-gradient norms at initialization of ReLU MLPs of several depths, BN before every ReLU or none.
+
+    He initialization, biases zero, no skip connections; one Gaussian batch with random labels
+    (cross-entropy over 10 classes), BN in training mode. Yang et al. (2019) prove that in such
+    batch-normalized networks the gradients grow exponentially with depth at initialization,
+    whatever the initial weight variance. Used in chapter ``08_initialization``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, width, generator=generator)
+    y = torch.randint(0, 10, (batch,), generator=generator)
+    grad_norm: dict[str, list[np.ndarray]] = {"batch": [], "none": []}
+    for norm in grad_norm:
+        for depth in depths:
+            net = models.mlp(width, [width] * depth, 10, activation="relu",
+                             norm=BatchNorm1d if norm == "batch" else None, seed=seed)
+            initialize(net, "he", seed)
+            nn.functional.cross_entropy(net(x), y).backward()
+            grad_norm[norm].append(np.array([getattr(net, f"linear{i}").weight.grad.norm().item()
+                                             for i in range(depth)]))
+    first = {norm: np.array([g[0] for g in norms]) for norm, norms in grad_norm.items()}
+    rate = {norm: float(np.exp(-2 * np.polyfit(np.arange(len(norms[-1])), np.log(norms[-1]), 1)[0]))
+            for norm, norms in grad_norm.items()}
+    return BNGradientRecord(depths=np.asarray(depths), width=width, grad_norm=grad_norm, first_layer=first, rate=rate)
+
+
+def bn_gradients_explode_with_depth(record: BNGradientRecord, bn_rate_at_least: float = 1.3,
+                                    plain_rate_at_most: float = 1.1, ratio_at_least: float = 100.0) -> Claim:
+    """Claim: with BN the squared weight-gradient norm grows by more than ``bn_rate_at_least`` per
+    layer from the output down, and the first layer's gradient in the deepest network is more
+    than ``ratio_at_least`` times that in the shallowest; without BN (He) the rate stays below
+    ``plain_rate_at_most``. Measured: (BN rate, plain rate, BN first-layer ratio deepest/shallowest)."""
+    ratio = float(record.first_layer["batch"][-1] / record.first_layer["batch"][0])
+    holds = (record.rate["batch"] > bn_rate_at_least and record.rate["none"] < plain_rate_at_most
+             and ratio > ratio_at_least)
+    return Claim(holds=bool(holds), measured=(record.rate["batch"], record.rate["none"], ratio),
+                 threshold=(bn_rate_at_least, plain_rate_at_most, ratio_at_least))
