@@ -26,3 +26,9 @@ def test_claims_fail_on_records_that_contradict_them():
     assert not ini.bn_gradients_explode_with_depth(r)
     tanh = ini.zero_init_gradients("tanh")
     assert not ini.zero_init_learns_as_phi_of_zero_says(tanh, tanh)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_branch_variance_over_b_and_branch_output_over_b_start_different_networks(seed):
+    r = ini.residual_stream(norm="none", seed=seed)
+    assert ini.branch_scalings_differ_as_predicted(r, rtol=0.35)

@@ -25,6 +25,9 @@ come from the mean-field recursion of :func:`mean_field_variances`.
 - :func:`weight_scale_sweep`: CS231n's weight-scale experiment, with BatchNorm and without.
   Claims: :func:`bn_output_ignores_weight_scale`, :func:`bn_widens_weight_scale_range`,
   :func:`plain_trains_only_at_he_scale`.
+- :func:`branch_share`: the share of the final residual-stream variance that the branches add, for the
+  output scalings 1/√B (branch variance divided by B) and 1/B (output divided by B). Claim:
+  :func:`branch_scalings_differ_as_predicted`.
 - :func:`zero_init_gradients`: which parameters of an all-zero network get a gradient, step by
   step, for tanh (φ(0) = 0) and sigmoid (φ(0) = 1/2). Claim: :func:`zero_init_learns_as_phi_of_zero_says`.
 - :func:`bn_gradient_explosion`: weight-gradient norms per layer at initialization of deep ReLU
@@ -51,6 +54,8 @@ __all__ = [
     "SCHEMES",
     "BNGradientRecord",
     "bn_gradient_explosion",
+    "branch_share",
+    "branch_scalings_differ_as_predicted",
     "bn_gradients_explode_with_depth",
     "zero_init_gradients",
     "zero_init_learns_as_phi_of_zero_says",
@@ -892,3 +897,30 @@ def bn_gradients_explode_with_depth(record: BNGradientRecord, bn_rate_at_least: 
              and ratio > ratio_at_least)
     return Claim(holds=bool(holds), measured=(record.rate["batch"], record.rate["none"], ratio),
                  threshold=(bn_rate_at_least, plain_rate_at_most, ratio_at_least))
+
+
+# ----------------------------------------------------------------------------
+# 1/B on the branch variance or 1/B on the branch output
+
+
+def branch_share(record: ResidualStreamRecord, label: str) -> float:
+    """The share of the final stream variance that the branches added: 1 − Var[h_0] / Var[h_B].
+
+    With variance-preserving branches scaled by s, Var[h_B] = (1 + s²)^B Var[h_0]: for
+    s = 1/√B (the branch *variance* divided by B) the share tends to 1 − 1/e ≈ 0.63; for
+    s = 1/B (the branch *output* divided by B) it is about 1/B, and the network starts close to
+    the identity. Used in chapter ``08_initialization``.
+    """
+    k = record.labels.index(label)
+    return float(1 - record.input_variance / record.variance[k, -1])
+
+
+def branch_scalings_differ_as_predicted(record: ResidualStreamRecord, rtol: float = 0.35) -> Claim:
+    """Claim: without normalization, the branches' share of the final stream variance is within
+    ``rtol`` (relative) of 1 − (1 + 1/B)^(−B) for s = 1/√B and of 1 − (1 + 1/B²)^(−B) for s = 1/B.
+    Measured: (share at 1/√B, share at 1/B); threshold: (the two predictions, ``rtol``)."""
+    b = record.blocks
+    predicted = (1 - (1 + 1 / b) ** (-b), 1 - (1 + 1 / b**2) ** (-b))
+    measured = (branch_share(record, "1/sqrt(B)"), branch_share(record, "1/B"))
+    holds = all(abs(m / p - 1) < rtol for m, p in zip(measured, predicted))
+    return Claim(holds=bool(holds), measured=measured, threshold=(*predicted, rtol))
