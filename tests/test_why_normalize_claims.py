@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from normlab import experiments
+from normlab.experiments import conditioning
 
 SEEDS = [101, 102, 103, 104, 105]
 
@@ -45,3 +46,16 @@ def test_quadratic_model_predicts_descent_threshold_within_factor_three_for_most
         short = t.alphas <= t.predicted_threshold / 4
         drop = t.loss[0] - t.loss.min()
         assert np.max(np.abs(t.quadratic_model[short] - t.loss[short])) < 0.15 * drop
+
+
+@pytest.mark.parametrize("seed", [101, 102, 103, 104, 105])
+def test_per_coordinate_standardization_fails_when_the_principal_axes_are_rotated(seed):
+    r = conditioning.rotated_standardization(seed=seed)
+    assert conditioning.standardization_fails_off_axis(r, aligned_at_most=1.2, diagonal_at_least=0.8,
+                                                       whitened_tol=1e-6, rtol=0.25)
+
+
+def test_rotated_claim_fails_on_a_record_that_contradicts_it():
+    r = conditioning.rotated_standardization(seed=0)
+    r.kappa[-1, 1] = 1.0                     # standardization that also fixed the rotated bowl
+    assert not conditioning.standardization_fails_off_axis(r)
