@@ -101,7 +101,7 @@ nbgrader: $(INSTALLED)
 	$(BIN)/python -m normlab.nbgrader_course --out _build/nbgrader
 
 test: system-browser book student nbgrader-env
-	$(BIN)/python -m pytest -n 2 --dist loadfile \
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=20 \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
 	  tests chapters
 

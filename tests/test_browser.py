@@ -89,8 +89,9 @@ def visit(server, browser, tmp_path):
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
         page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
-        page.goto(f"{server}/{name}.html", wait_until="load")
-        page.wait_for_load_state("networkidle")
+        # Generous limits: on CI's 2 cores another test worker may be printing the PDF with Chromium meanwhile.
+        page.goto(f"{server}/{name}.html", wait_until="load", timeout=120_000)
+        page.wait_for_load_state("networkidle", timeout=120_000)
         return page, external, errors
 
     yield open_page

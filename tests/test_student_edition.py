@@ -65,9 +65,14 @@ def _solution_fingerprints(nb) -> list[str]:
             else:
                 body = re.sub(r"```\{solution-(start|end)\}[^\n]*\n?(:class:[^\n]*\n)?(```)?", " ", text)
                 prints += [run.strip() for run in re.findall(r"(?:[A-Za-z][a-z']+[ ,]+){6,}[A-Za-z][a-z']+", body)]
-    inside = {i for region in solution_regions(nb) for i in range(region.start, region.end + 1)}
-    outside = "\n".join(_source(cell) for i, cell in enumerate(nb.cells) if i not in inside)
+    outside = _outside_solutions(nb)
     return [p for p in prints if p not in outside]  # text the chapter also prints elsewhere gives nothing away
+
+
+def _outside_solutions(nb) -> str:
+    """The chapter's text outside its solutions."""
+    inside = {i for region in solution_regions(nb) for i in range(region.start, region.end + 1)}
+    return "\n".join(_source(cell) for i, cell in enumerate(nb.cells) if i not in inside)
 
 
 def test_every_chapter_with_exercises_has_solutions_to_check() -> None:

@@ -105,7 +105,7 @@ norm_after_steps = make_checker(Exercise(
     cases=_norm_cases,
     returns="Return the norms ‖w_0‖, …, ‖w_k‖, an array of shape (k + 1,) that starts with norm0.",
     hint=(
-        "Equation (9.3), `eq-wd-norm`, in section \"Weight norms grow; weight decay holds them\", applied once per "
+        "Equation (9.5), `eq-wd-norm`, in section \"Weight norms grow; weight decay holds them\", applied once per "
         "gradient norm.",
         "One step shrinks w by the decay factor and adds a gradient step orthogonal to w: the squared norms of the "
         "two parts add (Pythagoras). Start the list with norm0 and append one norm per step.",
@@ -153,7 +153,7 @@ equilibrium_norm = make_checker(Exercise(
     cases=_equilibrium_cases,
     returns="Return the equilibrium norm r, a float.",
     hint=(
-        "Equation (9.3), `eq-wd-norm`, with ‖w_{t+1}‖ = ‖w_t‖ = r, as in section \"Weight norms grow; weight decay "
+        "Equation (9.5), `eq-wd-norm`, with ‖w_{t+1}‖ = ‖w_t‖ = r, as in section \"Weight norms grow; weight decay "
         "holds them\"; the gradient of a scale-invariant weight of norm r has norm ‖ĝ‖/r.",
         "Substitute the gradient norm before solving: r then appears with two different powers, and collecting "
         "them gives a power of r equal to an expression in η, λ and ‖ĝ‖. Keep (1 − ηλ)² exact.",
