@@ -29,3 +29,13 @@ settings.load_profile("explore" if os.environ.get("NORMLAB_HYPOTHESIS_EXPLORE") 
 def _seed_torch():
     """Start every test from torch.manual_seed(0)."""
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def student_mode(monkeypatch):
+    """Check as a student would: a failing check reports instead of raising (the Makefile exports
+    NORMLAB_STRICT_CHECKS=1 for the book's own solutions), and hints start again at the first tier."""
+    from normlab.exercises import STRICT_ENV_VAR, reset_attempts
+
+    monkeypatch.delenv(STRICT_ENV_VAR, raising=False)
+    reset_attempts()

@@ -13,23 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as torch_F
 
-from normlab.exercises import STRICT_ENV_VAR, reset_attempts
 from normlab.exercises import batchnorm_at_scale as check
 from normlab.exercises._shortcuts import resolve
 
+from zoo import first_message
+
+pytestmark = pytest.mark.usefixtures("student_mode")
+
 CHECKERS = [check.combine_moments, check.distributed_backward, check.ghost_batchnorm_forward]
 IDS = [c.exercise.name for c in CHECKERS]
-
-
-@pytest.fixture(autouse=True)
-def student_mode(monkeypatch):
-    monkeypatch.delenv(STRICT_ENV_VAR, raising=False)
-    reset_attempts()
-
-
-def first_message(result) -> str:
-    assert not result.passed, "expected the check to fail"
-    return result.messages[0]
 
 
 def t(a):
@@ -314,15 +306,6 @@ def _expected(exercise, case):
     reference = {"combine_moments": module._combine_reference, "distributed_backward": module._backward_reference,
                  "ghost_batchnorm_forward": module._ghost_reference}[exercise.name]
     return reference(*case.args, **case.kwargs)
-
-
-@pytest.mark.parametrize("checker", CHECKERS, ids=IDS)
-def test_no_case_expects_a_value_below_the_absolute_tolerance(checker):
-    exercise = checker.exercise
-    for case in exercise.cases(np.random.default_rng(exercise.seed)):
-        expected = _expected(exercise, case)
-        for part in expected if isinstance(expected, tuple) else (expected,):
-            assert np.abs(part).min() > 100 * exercise.atol, f"{exercise.name}: {case.description}"
 
 
 def test_eps_matters_in_every_ghost_case():

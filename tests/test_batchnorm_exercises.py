@@ -14,24 +14,16 @@ import torch
 import torch.nn.functional as torch_F
 
 from normlab import functional as F
-from normlab.exercises import STRICT_ENV_VAR, reset_attempts
 from normlab.exercises import batchnorm as check
 from normlab.exercises._shortcuts import resolve
+
+from zoo import first_message
+
+pytestmark = pytest.mark.usefixtures("student_mode")
 
 CHECKERS = [check.batchnorm_forward, check.batchnorm_backward, check.update_running_stats,
             check.fold_batchnorm, check.batchnorm2d_forward]
 IDS = [c.exercise.name for c in CHECKERS]
-
-
-@pytest.fixture(autouse=True)
-def student_mode(monkeypatch):
-    monkeypatch.delenv(STRICT_ENV_VAR, raising=False)
-    reset_attempts()
-
-
-def first_message(result) -> str:
-    assert not result.passed, "expected the check to fail"
-    return result.messages[0]
 
 
 def t(a):
@@ -434,15 +426,6 @@ def test_conv_wrong_attempt_is_named(attempt):
 
 
 # =========================================================================== the cases themselves
-
-
-@pytest.mark.parametrize("checker", CHECKERS, ids=IDS)
-def test_no_case_expects_a_value_below_the_absolute_tolerance(checker):
-    exercise = checker.exercise
-    for case in exercise.cases(np.random.default_rng(exercise.seed)):
-        expected = exercise.reference(*case.args, **case.kwargs)
-        for part in expected if isinstance(expected, tuple) else (expected,):
-            assert np.abs(part).min() > 100 * exercise.atol, f"{exercise.name}: {case.description}"
 
 
 EPS_CHECKERS = [c for c in CHECKERS if c.exercise.eps_argument]

@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from normlab.exercises import STRICT_ENV_VAR, reset_attempts
+from normlab.exercises import reset_attempts
 from normlab.exercises import ics as check
-from normlab.exercises._sandbox import _call_on_copy
 
 
-@pytest.fixture(autouse=True)
-def student_mode(monkeypatch):
-    monkeypatch.delenv(STRICT_ENV_VAR, raising=False)
-    reset_attempts()
+pytestmark = pytest.mark.usefixtures("student_mode")
 
 
 def failure(result):
@@ -255,14 +251,6 @@ def test_the_library_probe_is_refused_by_name():
 
 
 # --------------------------------------------------------------------------- the checkers themselves
-
-
-@pytest.mark.parametrize("checker", [check.importance_weighted_fit, check.two_layer_gradient_ics])
-def test_no_case_expects_a_value_below_the_absolute_tolerance(checker):
-    exercise = checker.exercise
-    for case in exercise.cases(np.random.default_rng(exercise.seed)):
-        expected = np.asarray(_call_on_copy(exercise.reference, case), dtype=float)
-        assert np.all(np.abs(expected) > 100 * exercise.atol), case.description
 
 
 def test_hints_come_one_tier_per_failed_attempt():

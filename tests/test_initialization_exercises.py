@@ -11,43 +11,20 @@ import torch
 from scipy import integrate
 
 from normlab import init
-from normlab.exercises import STRICT_ENV_VAR, reset_attempts
+from normlab.exercises import STRICT_ENV_VAR
 from normlab.exercises import initialization as check
-from normlab.exercises._shortcuts import resolve
 from normlab.experiments import initialization as ini
+
+from zoo import first_message
+
+message_of = first_message
+
+pytestmark = pytest.mark.usefixtures("student_mode")
 
 CHECKERS = [check.he_std, check.predicted_variance, check.mean_field_step, check.residual_stream_variance]
 
 
-@pytest.fixture(autouse=True)
-def student_mode(monkeypatch):
-    """Check as a student would: a failing check reports instead of raising; hints start at tier 1."""
-    monkeypatch.delenv(STRICT_ENV_VAR, raising=False)
-    reset_attempts()
-
-
-def message_of(result) -> str:
-    assert not result.passed, "this attempt should fail"
-    return result.messages[0]
-
-
 # --------------------------------------------------------------------------- the exercises themselves
-
-
-@pytest.mark.parametrize("checker", CHECKERS, ids=lambda c: c.__name__)
-def test_no_case_expects_a_value_below_the_absolute_tolerance(checker):
-    exercise = checker.exercise
-    for case in exercise.cases(np.random.default_rng(exercise.seed)):
-        expected = np.abs(np.asarray(exercise.reference(*case.args), dtype=float))
-        assert np.all(expected > exercise.atol), case.description
-
-
-@pytest.mark.parametrize("checker", CHECKERS, ids=lambda c: c.__name__)
-def test_every_forbidden_name_resolves_and_hints_come_in_tiers(checker):
-    exercise = checker.exercise
-    for name in exercise.forbidden:
-        resolve(name)
-    assert exercise.returns and len(exercise.hints) >= 2
 
 
 def test_predicted_variance_uses_a_relative_tolerance():

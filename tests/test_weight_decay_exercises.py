@@ -9,15 +9,11 @@ import pytest
 import torch
 
 from normlab import scale_invariance as si
-from normlab.exercises import STRICT_ENV_VAR, reset_attempts
+from normlab.exercises import reset_attempts
 from normlab.exercises import weight_decay as check
-from normlab.exercises._sandbox import _call_on_copy
 
 
-@pytest.fixture(autouse=True)
-def student_mode(monkeypatch):
-    monkeypatch.delenv(STRICT_ENV_VAR, raising=False)
-    reset_attempts()
+pytestmark = pytest.mark.usefixtures("student_mode")
 
 
 def failure(result):
@@ -193,14 +189,6 @@ def test_the_library_equilibrium_update_is_refused_by_name():
 
 
 # --------------------------------------------------------------------------- the checkers themselves
-
-
-@pytest.mark.parametrize("checker", [check.effective_learning_rates, check.norm_after_steps, check.equilibrium_norm])
-def test_no_case_expects_a_value_below_the_absolute_tolerance(checker):
-    exercise = checker.exercise
-    for case in exercise.cases(np.random.default_rng(exercise.seed)):
-        expected = np.asarray(_call_on_copy(exercise.reference, case), dtype=float)
-        assert np.all(np.abs(expected) > 100 * exercise.atol), case.description
 
 
 @pytest.mark.parametrize("checker", [check.effective_learning_rates, check.norm_after_steps, check.equilibrium_norm])

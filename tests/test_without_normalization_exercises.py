@@ -10,44 +10,19 @@ import pytest
 import torch
 
 from normlab import optim
-from normlab.exercises import STRICT_ENV_VAR, reset_attempts
 from normlab.exercises import without_normalization as check
-from normlab.exercises._shortcuts import resolve
 from normlab.layers import standardized_weight
+
+from zoo import first_message
+
+message_of = first_message
+
+pytestmark = pytest.mark.usefixtures("student_mode")
 
 CHECKERS = [check.agc_clip, check.fixup_branch_stds, check.scaled_ws, check.skipinit_stream_variance]
 
 
-@pytest.fixture(autouse=True)
-def student_mode(monkeypatch):
-    """Check as a student would: a failing check reports instead of raising; hints start at tier 1."""
-    monkeypatch.delenv(STRICT_ENV_VAR, raising=False)
-    reset_attempts()
-
-
-def message_of(result) -> str:
-    assert not result.passed, "this attempt should fail"
-    return result.messages[0]
-
-
 # --------------------------------------------------------------------------- the exercises themselves
-
-
-@pytest.mark.parametrize("checker", CHECKERS, ids=lambda c: c.__name__)
-def test_no_case_expects_a_value_below_the_absolute_tolerance(checker):
-    exercise = checker.exercise
-    for case in exercise.cases(np.random.default_rng(exercise.seed)):
-        expected = np.abs(np.asarray(exercise.reference(*case.args), dtype=float))
-        nonzero = expected[expected != 0]
-        assert np.all(nonzero > exercise.atol), case.description
-
-
-@pytest.mark.parametrize("checker", CHECKERS, ids=lambda c: c.__name__)
-def test_every_forbidden_name_resolves_and_hints_come_in_tiers(checker):
-    exercise = checker.exercise
-    for name in exercise.forbidden:
-        resolve(name)
-    assert exercise.returns and len(exercise.hints) >= 2
 
 
 @pytest.mark.parametrize("checker", [check.agc_clip, check.scaled_ws], ids=lambda c: c.__name__)

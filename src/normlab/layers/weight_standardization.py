@@ -77,7 +77,31 @@ def standardized_weight(weight: Tensor, gain: Tensor | None = None, gamma: float
     return (weight - mean) * scale                                                # (2)
 
 
-class WSLinear(nn.Linear):
+class _WeightStandardized:
+    """What WSLinear and WSConv2d share: γ and ε, the per-output gain, and Ŵ of equation (2)."""
+
+    weight: Tensor
+    gain: nn.Parameter
+
+    def _set_ws(self, gamma: float, eps: float) -> None:
+        self.gamma = _check_positive("gamma", gamma)
+        self.eps = _check_positive("eps", eps)
+
+    def _add_gain(self, out: int, device, dtype) -> None:
+        self.gain = nn.Parameter(torch.ones(out, device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # type: ignore[misc]
+        if hasattr(self, "gain"):  # nn.Linear/nn.Conv2d call this before the gain exists
+            with torch.no_grad():
+                self.gain.fill_(1.0)
+
+    def standardized_weight(self) -> Tensor:
+        """Ŵ of equation (2), the weight the layer applies."""
+        return standardized_weight(self.weight, self.gain, self.gamma, self.eps)
+
+
+class WSLinear(_WeightStandardized, nn.Linear):
     r"""``nn.Linear`` whose weight is standardized, scaled by γ/√N and multiplied by a gain g per unit (equation (2)).
 
     ``WSLinear(in_features, out_features, bias=True, gamma=1.0, eps=1e-4, device=None, dtype=None)``.
@@ -87,20 +111,9 @@ class WSLinear(nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, gamma: float = 1.0,
                  eps: float = 1e-4, device=None, dtype=None) -> None:
-        self.gamma = _check_positive("gamma", gamma)
-        self.eps = _check_positive("eps", eps)
+        self._set_ws(gamma, eps)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self.gain = nn.Parameter(torch.ones(out_features, device=device, dtype=dtype))
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if hasattr(self, "gain"):
-            with torch.no_grad():
-                self.gain.fill_(1.0)
-
-    def standardized_weight(self) -> Tensor:
-        """Ŵ of equation (2), the matrix the layer multiplies by."""
-        return standardized_weight(self.weight, self.gain, self.gamma, self.eps)
+        self._add_gain(out_features, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1:] != (self.in_features,):
@@ -111,7 +124,7 @@ class WSLinear(nn.Linear):
         return f"{super().extra_repr()}, gamma={self.gamma:g}, eps={self.eps:g}"
 
 
-class WSConv2d(nn.Conv2d):
+class WSConv2d(_WeightStandardized, nn.Conv2d):
     r"""``nn.Conv2d`` with the scaled standardized weight of equation (2) (per output channel, N = in/groups · kH · kW).
 
     Takes ``nn.Conv2d``'s arguments plus ``gamma`` and ``eps``; ``gain`` has shape (out_channels,).
@@ -120,21 +133,10 @@ class WSConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", gamma: float = 1.0,
                  eps: float = 1e-4, device=None, dtype=None) -> None:
-        self.gamma = _check_positive("gamma", gamma)
-        self.eps = _check_positive("eps", eps)
+        self._set_ws(gamma, eps)
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
-        self.gain = nn.Parameter(torch.ones(out_channels, device=device, dtype=dtype))
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if hasattr(self, "gain"):
-            with torch.no_grad():
-                self.gain.fill_(1.0)
-
-    def standardized_weight(self) -> Tensor:
-        """Ŵ of equation (2), the kernel the layer convolves with."""
-        return standardized_weight(self.weight, self.gain, self.gamma, self.eps)
+        self._add_gain(out_channels, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
