@@ -62,7 +62,7 @@ def test_deepnorm_scales_the_residual_and_the_branches():
     model = Transformer(8, 15, depth=6, position="deepnorm", init="xavier")
     assert model.blocks[0].residual_alpha == pytest.approx(12 ** 0.25)
     plain = Transformer(8, 15, depth=6, position="post", init="xavier")
-    ratio = float(model.blocks[0].ffn[2].weight.std() / plain.blocks[0].ffn[2].weight.std())
+    ratio = (model.blocks[0].ffn[2].weight.std() / plain.blocks[0].ffn[2].weight.std()).item()
     assert ratio == pytest.approx(48 ** -0.25, rel=1e-6)
 
 
