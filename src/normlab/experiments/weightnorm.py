@@ -12,6 +12,8 @@ re-initialized. Data: scikit-learn's 8x8 digits (:func:`normlab.data.digits`).
   formulas, v ⊥ ∇v L and ‖v_{t+1}‖² = ‖v_t‖² + η²‖∇v L‖² at every step. Claims:
   :func:`gradient_formulas_hold`, :func:`v_orthogonal_to_gradient`,
   :func:`norm_growth_identity_holds`, :func:`effective_lr_decays_faster_at_larger_lr`.
+- :func:`gradient_norm_split`: ‖∇v L‖ per row against (|g|/‖v‖)‖M_w ∇w L‖ and its bound
+  (|g|/‖v‖)‖∇w L‖, at several rescalings of v. Claim: :func:`gradient_norm_formula_holds`.
 - :func:`data_dependent_init_statistics`: pre-activation statistics after Salimans &
   Kingma's initialization, on the batch it used and on unseen data. Claim:
   :func:`data_dependent_init_standardizes`.
@@ -54,6 +56,7 @@ from normlab.layers import (
 __all__ = [
     "DataDependentInitRecord",
     "DeepTrainingRecord",
+    "GradientNormRecord",
     "NormGrowthRecord",
     "OneLayerRecord",
     "SignalRecord",
@@ -62,6 +65,8 @@ __all__ = [
     "data_dependent_init_statistics",
     "effective_lr_decays_faster_at_larger_lr",
     "gradient_formulas_hold",
+    "gradient_norm_formula_holds",
+    "gradient_norm_split",
     "norm_growth",
     "norm_growth_identity_holds",
     "one_layer_norm_ratio",
@@ -671,3 +676,94 @@ def plain_init_starts_exploded(record: DeepTrainingRecord, factor: float = 4.0) 
     (the residual stream, and with it the logits, start far too large). Measured: that ratio."""
     plain, scaled = float(record.train_loss["plain"][0]), float(record.train_loss["scaled"][0])
     return Claim(holds=plain >= factor * scaled, measured=plain / scaled, threshold=factor)
+
+
+# ----------------------------------------------------------------------------
+# 1b. The norm of ∇v L: the backward formula for the gradient's size
+
+
+@dataclass
+class GradientNormRecord:
+    """Per-row gradient norms of a WeightNorm MLP in float64, at several rescalings of every v.
+
+    For each factor ``c`` in ``scales`` every row v is replaced by c·v (the network's function,
+    and so ∇w L, is unchanged) and autograd gives ∇g L and ∇v L. Over all rows of all layers,
+    concatenated, for scale index ``k``:
+
+    - ``grad_v_norm[k]``: ‖∇v L‖ from autograd;
+    - ``predicted_norm[k]``: (|g|/‖v‖)·√(‖∇w L‖² − (∇g L)²), the norm of
+      (g/‖v‖) M_w ∇w L written with ∇g L (:func:`gradient_norm_formula_holds`);
+    - ``bound[k]``: (|g|/‖v‖)·‖∇w L‖, the upper bound.
+
+    ``grad_w_norm`` and ``grad_g`` (the same at every scale) are ‖∇w L‖ and ∇g L per row.
+    """
+
+    scales: np.ndarray
+    grad_v_norm: np.ndarray
+    predicted_norm: np.ndarray
+    bound: np.ndarray
+    grad_w_norm: np.ndarray
+    grad_g: np.ndarray
+
+    @property
+    def kept_fraction(self) -> np.ndarray:
+        """‖M_w ∇w L‖ / ‖∇w L‖ per row: the share of ∇w L that survives the projection (the sine of
+        the angle between w and ∇w L)."""
+        return self.grad_v_norm[0] / self.bound[0]
+
+
+def gradient_norm_split(seed: int = 0, scales: Sequence[float] = (1.0, 3.0, 10.0), batch_size: int = 128,
+                        hidden: Sequence[int] = (100, 100)) -> GradientNormRecord:
+    """‖∇v L‖ of every row of a WeightNorm ReLU MLP (``init="scaled"``, so g ≠ ‖v‖) on one digits batch.
+
+    Autograd gives ∇w L of the equivalent plain network (the weights w = g v/‖v‖ as leaves) and
+    ∇g L, ∇v L of the WeightNorm one; the closed forms are compared in
+    :func:`gradient_norm_formula_holds`. Used in chapter ``06_weightnorm``, section
+    "The size of the gradient".
+    """
+    ds = as_float64(data.digits(seed=seed))
+    x, y = ds.x_train[:batch_size], ds.y_train[:batch_size]
+    rows: dict[str, list] = {"gv": [], "pred": [], "bound": []}
+    grad_w_norm = grad_g = None
+    for c in scales:
+        net = weight_norm_mlp(ds.num_features, hidden, ds.num_classes, init="scaled", seed=seed).double()
+        layers = weight_norm_layers(net)
+        with torch.no_grad():
+            for layer in layers:
+                layer.v.mul_(c)
+        ws = [layer.weight.detach().clone().requires_grad_() for layer in layers]
+        h, index = x, 0
+        for module in net:
+            if isinstance(module, WeightNormLinear):
+                h, index = F.linear(h, ws[index], module.bias), index + 1
+            else:
+                h = module(h)
+        grad_ws = torch.autograd.grad(F.cross_entropy(h, y), ws)
+        autograd = torch.autograd.grad(F.cross_entropy(net(x), y), [t for layer in layers for t in (layer.g, layer.v)])
+        gw = torch.cat([g.norm(dim=1) for g in grad_ws])
+        gg = torch.cat(autograd[0::2])
+        factor = torch.cat([layer.g.detach().abs() / layer.v.detach().norm(dim=1) for layer in layers])
+        rows["gv"].append(torch.cat([g.norm(dim=1) for g in autograd[1::2]]).numpy())
+        rows["pred"].append((factor * (gw**2 - gg**2).clamp_min(0).sqrt()).numpy())
+        rows["bound"].append((factor * gw).numpy())
+        grad_w_norm, grad_g = gw.numpy(), gg.numpy()
+    return GradientNormRecord(scales=np.asarray(scales, dtype=np.float64), grad_v_norm=np.asarray(rows["gv"]),
+                              predicted_norm=np.asarray(rows["pred"]), bound=np.asarray(rows["bound"]),
+                              grad_w_norm=grad_w_norm, grad_g=grad_g)
+
+
+def gradient_norm_formula_holds(record: GradientNormRecord, tol: float = 1e-9) -> Claim:
+    """Claim: ‖∇v L‖ = (|g|/‖v‖)·√(‖∇w L‖² − (∇g L)²) ≤ (|g|/‖v‖)·‖∇w L‖ for every row, and
+    c·‖∇v L‖ at c·v equals ‖∇v L‖ at v (the 1/‖v‖ scaling), each to ``tol`` (relative).
+
+    The first equality is Pythagoras: M_w ∇w L = ∇w L − (∇g L) v/‖v‖, whose two terms are
+    orthogonal (chapter ``06_weightnorm``, equation ``eq-wn-grad-norm``). Measured: (the largest
+    relative error of the formula, the largest ‖∇v L‖ / bound, the largest relative error of
+    the 1/c scaling); threshold: (``tol``, 1, ``tol``).
+    """
+    formula = float(np.max(np.abs(record.grad_v_norm - record.predicted_norm) / record.grad_v_norm.max()))
+    ratio_max = float(np.max(record.grad_v_norm / record.bound))
+    scaled = record.grad_v_norm * record.scales[:, None]
+    scaling = float(np.max(np.abs(scaled - scaled[0]) / scaled[0].max()))
+    return Claim(holds=formula < tol and ratio_max <= 1 + tol and scaling < tol,
+                 measured=(formula, ratio_max, scaling), threshold=(tol, 1.0, tol))
