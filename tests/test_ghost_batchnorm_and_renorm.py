@@ -41,6 +41,44 @@ def test_ghost_batchnorm_normalizes_each_virtual_batch_and_updates_running_stats
     torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape, size, momentum", [((512, 3), 4, 0.1), ((16, 3, 5), 4, 0.2), ((12, 2), 2, None),
+                                                    ((12, 2, 3), 6, None)])
+def test_full_ghost_batches_side_by_side_equal_torch_batchnorm_on_each_ghost_in_turn(shape, size, momentum):
+    """The fast path (every ghost batch full): one call over G·C channels and the closed-form running estimates
+    (equation 2) give what torch's BatchNorm1d gives applied to the ghost batches one after another."""
+    torch.manual_seed(shape[0] + size)
+    layer = GhostBatchNorm1d(shape[1], virtual_batch_size=size, momentum=momentum, dtype=torch.float64)
+    oracle = nn.BatchNorm1d(shape[1], momentum=momentum, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 2), layer.bias.normal_()
+        oracle.weight.copy_(layer.weight), oracle.bias.copy_(layer.bias)
+    x = torch.randn(*shape, dtype=torch.float64) * 3 + 1
+    dy = torch.randn(*shape, dtype=torch.float64)
+    for _ in range(2):  # the second call starts from running estimates that are not the initial ones
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y = layer(x1)
+        expected = torch.cat([oracle(ghost) for ghost in torch.split(x2, size)])
+        (y * dy).sum().backward()
+        (expected * dy).sum().backward()
+        torch.testing.assert_close(y, expected, rtol=0, atol=1e-12)
+        torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.running_mean, oracle.running_mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.running_var, oracle.running_var, rtol=0, atol=1e-12)
+        assert int(layer.num_batches_tracked) == int(oracle.num_batches_tracked)
+    torch.testing.assert_close(layer.weight.grad, oracle.weight.grad, rtol=0, atol=1e-10)
+    torch.testing.assert_close(layer.bias.grad, oracle.bias.grad, rtol=0, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda x: layer(x), (x[: 2 * size].clone().requires_grad_(),))
+
+
+def test_full_ghost_batches_reject_nan_before_touching_the_running_estimates():
+    layer = GhostBatchNorm1d(2, virtual_batch_size=2)
+    x = torch.randn(8, 2)
+    x[5, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        layer(x)
+    assert torch.equal(layer.running_mean, torch.zeros(2)) and int(layer.num_batches_tracked) == 0
+
+
 def test_ghost_batchnorm_with_one_ghost_is_batchnorm_and_state_dicts_are_torchs():
     x = torch.randn(8, 4, 5, dtype=torch.float64)
     ghost, plain = GhostBatchNorm1d(4, 8, dtype=torch.float64), nn.BatchNorm1d(4, dtype=torch.float64)

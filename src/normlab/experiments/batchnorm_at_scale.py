@@ -10,6 +10,11 @@ Every experiment trains a small ReLU MLP (hidden widths ``HIDDEN``) on scikit-le
   (the cause: tiny per-device batches make the training-mode output disagree with eval mode).
 - :func:`ghost_batch_noise`: the spread of ghost-batch statistics against the virtual batch size.
   Claim: :func:`ghost_noise_scales_as_inverse_sqrt`.
+- :func:`ghost_batch_training`: one large batch (512) normalized in ghost batches of 4 to 512, a fixed
+  number of steps, several seeds: test accuracy and the generalization gap (train − test) per ghost size,
+  and a small-batch run over the same number of epochs as the reference Hoffer et al. compare with.
+  Claims: :func:`tiny_ghost_batches_hurt`, :func:`moderate_ghost_batches_change_nothing`,
+  :func:`little_large_batch_gap_to_close`.
 - :func:`non_iid_batches`: batches of two classes at a time: BatchNorm, Batch Renormalization with
   the paper's schedule (scaled to the run), GroupNorm, and BatchNorm on i.i.d. batches.
   Claims: :func:`non_iid_batches_break_batchnorm` (BN's training-mode output depends on the
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from normlab import data, models, train
 from normlab.distributed import Workers, train_data_parallel
@@ -36,17 +42,22 @@ from normlab.experiments._common import Claim
 __all__ = [
     "Claim",
     "GhostNoiseRecord",
+    "GhostTrainingRecord",
     "NonIIDRecord",
     "PerDeviceRecord",
     "ghost_batch_noise",
+    "ghost_batch_training",
     "ghost_batchnorm_mlp",
     "ghost_noise_scales_as_inverse_sqrt",
+    "little_large_batch_gap_to_close",
+    "moderate_ghost_batches_change_nothing",
     "non_iid_batches",
     "non_iid_batches_break_batchnorm",
     "per_device_statistics",
     "renorm_and_groupnorm_recover",
     "small_device_batches_mislead_running_statistics",
     "sync_closes_the_gap",
+    "tiny_ghost_batches_hurt",
 ]
 
 HIDDEN = (64, 64)
@@ -219,6 +230,117 @@ def ghost_noise_scales_as_inverse_sqrt(record: GhostNoiseRecord, tolerance: floa
     every size. ``measured`` is the largest relative deviation."""
     deviation = float(np.max(np.abs(record.mean_noise / record.predicted_mean_noise - 1)))
     return Claim(deviation <= tolerance, deviation, tolerance)
+
+
+# ----------------------------------------------------------------------------
+# 2b. Ghost batches: effect on training
+
+
+@dataclass
+class GhostTrainingRecord:
+    """Accuracy after training with one large batch normalized in ghost batches, per seed and ghost size.
+
+    ``train_accuracy[i, j]`` and ``test_accuracy[i, j]`` are the eval-mode accuracies on the whole
+    training and test sets of ``seeds[i]`` after ``steps`` steps with batches of ``batch_size`` in ghost
+    batches of ``sizes[j]`` (``sizes[-1] == batch_size``: plain BatchNorm). ``small_batch_*[i]``: the
+    same network with plain BatchNorm trained on batches of ``small_batch_size`` for the same number of
+    epochs (``steps · batch_size / small_batch_size`` steps), the small-batch reference.
+    """
+
+    seeds: np.ndarray
+    sizes: np.ndarray
+    batch_size: int
+    steps: int
+    lr: float
+    train_accuracy: np.ndarray
+    test_accuracy: np.ndarray
+    small_batch_size: int
+    small_batch_train_accuracy: np.ndarray
+    small_batch_test_accuracy: np.ndarray
+
+    @property
+    def gap(self) -> np.ndarray:
+        """The generalization gap, train − test accuracy, (seeds, sizes)."""
+        return self.train_accuracy - self.test_accuracy
+
+    def column(self, size: int) -> int:
+        """Index of virtual batch size ``size`` in ``sizes``."""
+        matches = np.flatnonzero(self.sizes == size)
+        if len(matches) == 0:
+            raise ValueError(f"virtual batch size {size} was not run; sizes are {self.sizes.tolist()}.")
+        return int(matches[0])
+
+
+def _train_and_score(net: nn.Module, ds: data.Dataset, steps: int, lr: float, batch_size: int, seed: int
+                     ) -> tuple[float, float]:
+    train.train(net, ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=steps, progress=False,
+                device="cpu")
+    return (_accuracy(net, ds.x_train, ds.y_train, train_mode=False),
+            _accuracy(net, ds.x_test, ds.y_test, train_mode=False))
+
+
+def ghost_batch_training(seeds: Sequence[int] = (0, 1, 2), batch_size: int = 512,
+                         sizes: Sequence[int] = (4, 16, 64, 512), steps: int = 100, lr: float = 0.1,
+                         small_batch_size: int = 32, progress: bool = False) -> GhostTrainingRecord:
+    """Train the chapter's MLP with batches of ``batch_size`` normalized in ghost batches of each of ``sizes``.
+
+    Hoffer, Hubara & Soudry's setting at the scale of digits: one large batch (512 of the 1437 training
+    images), :class:`GhostBatchNorm1d` after each hidden layer, plain SGD at ``lr`` for ``steps`` steps
+    (about 36 epochs), from the same seeded weights and through the same batches for every ghost size of a
+    seed. Every size must divide ``batch_size`` (every ghost batch full) and the largest must equal it.
+    The reference: plain BN on batches of ``small_batch_size`` for the same number of epochs.
+    Chapter ``12_batchnorm_at_scale``.
+    """
+    sizes = [int(size) for size in sizes]
+    if any(size < 2 or batch_size % size for size in sizes) or max(sizes) != batch_size:
+        raise ValueError(f"every virtual batch size must be at least 2 and divide batch_size={batch_size}, and the "
+                         f"largest must equal it (plain BatchNorm, the baseline); got {sizes}.")
+    if batch_size % small_batch_size:
+        raise ValueError(f"small_batch_size={small_batch_size} must divide batch_size={batch_size}, so that the "
+                         "reference trains for the same number of epochs.")
+    scores, small = [], []
+    with tqdm(total=len(seeds) * (len(sizes) + 1), disable=not progress, desc="ghost batches", leave=False) as bar:
+        for seed in seeds:
+            ds = data.digits(seed=seed)
+            row = []
+            for size in sizes:
+                row.append(_train_and_score(ghost_batchnorm_mlp(size, ds, seed), ds, steps, lr, batch_size, seed))
+                bar.update(1)
+            scores.append(row)
+            small.append(_train_and_score(_mlp(BatchNorm1d, ds, seed), ds, steps * batch_size // small_batch_size,
+                                          lr, small_batch_size, seed))
+            bar.update(1)
+    scores_array, small_array = np.asarray(scores), np.asarray(small)
+    return GhostTrainingRecord(
+        seeds=np.asarray(seeds), sizes=np.asarray(sizes), batch_size=batch_size, steps=steps, lr=lr,
+        train_accuracy=scores_array[:, :, 0], test_accuracy=scores_array[:, :, 1], small_batch_size=small_batch_size,
+        small_batch_train_accuracy=small_array[:, 0], small_batch_test_accuracy=small_array[:, 1])
+
+
+def tiny_ghost_batches_hurt(record: GhostTrainingRecord, size: int = 4, drop_at_least: float = 0.008) -> Claim:
+    """Claim: ghost batches of ``size`` lower the test accuracy of the full batch's plain BN by at least
+    ``drop_at_least`` on average over the seeds (paired by seed). ``measured`` is that mean drop."""
+    drop = float(np.mean(record.test_accuracy[:, -1] - record.test_accuracy[:, record.column(size)]))
+    return Claim(drop >= drop_at_least, drop, drop_at_least)
+
+
+def moderate_ghost_batches_change_nothing(record: GhostTrainingRecord, sizes: Sequence[int] = (16, 64),
+                                          within: float = 0.01) -> Claim:
+    """Claim: ghost batches of ``sizes`` change neither the test accuracy nor the generalization gap of plain
+    BN on the full batch by more than ``within`` on average over the seeds (paired by seed; 0.01 is 3.6 of the
+    360 test images). ``measured`` is the largest mean change, in absolute value."""
+    changes = [abs(float(np.mean(values[:, record.column(size)] - values[:, -1])))
+               for size in sizes for values in (record.test_accuracy, record.gap)]
+    largest = max(changes)
+    return Claim(largest <= within, largest, within)
+
+
+def little_large_batch_gap_to_close(record: GhostTrainingRecord, at_most: float = 0.015) -> Claim:
+    """Claim: the small-batch reference beats plain BN on the large batch in test accuracy by at most
+    ``at_most`` on average over the seeds: there is little of Hoffer et al.'s large-batch generalization gap
+    to close at this scale. ``measured`` is the mean advantage of the small batch."""
+    advantage = float(np.mean(record.small_batch_test_accuracy - record.test_accuracy[:, -1]))
+    return Claim(advantage <= at_most, advantage, at_most)
 
 
 # ----------------------------------------------------------------------------
