@@ -1,4 +1,4 @@
-"""Tests for normlab.models: structure, seeding and the layer helper of mlp."""
+"""Tests for normlab.models: structure, seeding and the layer helper of mlp; the residual MLP and CNN."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from normlab.models import ACTIVATIONS, hidden_linear_layers, mlp, residual_blocks, residual_mlp
+import torch.nn.functional as F
+
+from normlab.models import (
+    ACTIVATIONS,
+    GlobalAvgPool2d,
+    hidden_linear_layers,
+    mlp,
+    residual_blocks,
+    residual_cnn,
+    residual_mlp,
+)
 
 
 def test_mlp_builds_linear_activation_blocks_then_a_linear_head() -> None:
@@ -172,3 +182,101 @@ def test_residual_mlp_rejects_bad_arguments() -> None:
         residual_mlp(3, 4, 2, blocks=1, norm=lambda width: width)  # type: ignore[arg-type,return-value]
     with pytest.raises(ValueError, match="residual_mlp"):
         residual_blocks(nn.Sequential(nn.Linear(2, 2)))
+
+
+# ----------------------------------------------------------------------------- residual_cnn
+
+
+def _cnn_by_hand(model: nn.Sequential, images: torch.Tensor) -> torch.Tensor:
+    """The residual CNN's forward written with torch.nn.functional (the oracle): stem, pre-activation blocks
+    h + s·conv1(relu(conv0(relu(h)))), relu, mean over H × W, Linear."""
+    same = {"padding": "same"}
+    h = F.conv2d(images, model.input.weight, model.input.bias, **same)
+    for block in residual_blocks(model):
+        b = block.branch
+        inner = F.conv2d(torch.relu(h), b.conv0.weight, b.conv0.bias, **same)
+        h = h + block.scale * F.conv2d(torch.relu(inner), b.conv1.weight, b.conv1.bias, **same)
+    return F.linear(torch.relu(h).mean(dim=(2, 3)), model.output.weight, model.output.bias)
+
+
+def test_residual_cnn_children_and_forward_match_the_functional_oracle() -> None:
+    model = residual_cnn(2, 6, 4, blocks=3, branch_scale=0.5, seed=1).double()
+    assert [name for name, _ in model.named_children()] == ["input", "block0", "block1", "block2", "final_act",
+                                                            "pool", "output"]
+    assert [n for n, _ in residual_blocks(model)[0].branch.named_children()] == ["act0", "conv0", "act1", "conv1"]
+    conv = residual_blocks(model)[0].branch.conv0
+    assert conv.in_channels == conv.out_channels == 6 and conv.kernel_size == (3, 3)
+    images = torch.randn(5, 2, 7, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(model(images), _cnn_by_hand(model, images))
+
+
+def test_residual_cnn_reads_flat_rows_as_images_channels_first() -> None:
+    flat_model = residual_cnn(3, 4, 5, blocks=2, image_size=(4, 6), seed=2)
+    image_model = residual_cnn(3, 4, 5, blocks=2, seed=2)
+    assert isinstance(flat_model.unflatten, nn.Unflatten)
+    rows = torch.randn(7, 3 * 4 * 6, generator=torch.Generator().manual_seed(1))
+    images = rows.reshape(7, 3, 4, 6)                        # channels first: row = (c, y, x) in C order
+    torch.testing.assert_close(flat_model(rows), image_model(images))
+    torch.testing.assert_close(image_model(images[0]), image_model(images[:1])[0])   # an unbatched (C, H, W) image
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    in_channels=st.integers(1, 3),
+    channels=st.integers(1, 6),
+    out_features=st.integers(1, 5),
+    blocks=st.integers(0, 3),
+    size=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    kernel_size=st.sampled_from([1, 3, 5]),
+    batch=st.integers(2, 5),
+    batch_norm=st.booleans(),
+)
+def test_residual_cnn_maps_images_to_out_features_with_and_without_batchnorm(
+        in_channels: int, channels: int, out_features: int, blocks: int, size: tuple[int, int], kernel_size: int,
+        batch: int, batch_norm: bool) -> None:
+    model = residual_cnn(in_channels, channels, out_features, blocks, kernel_size=kernel_size,
+                         norm=nn.BatchNorm2d if batch_norm else None)
+    images = torch.randn(batch, in_channels, *size, generator=torch.Generator().manual_seed(blocks))
+    assert model(images).shape == (batch, out_features)
+    h = model.input(images)
+    for block in residual_blocks(model):
+        assert block(h).shape == h.shape == (batch, channels, *size)       # "same" padding keeps H × W
+        h = block(h)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == (2 * blocks + 1 if batch_norm else 0)
+    assert all(n.num_features == channels for n in norms)
+    if batch_norm:
+        assert all(isinstance(b.branch.norm0, nn.BatchNorm2d) for b in residual_blocks(model))
+        assert isinstance(model.final_norm, nn.BatchNorm2d)
+        assert model.eval()(images).shape == (batch, out_features)
+
+
+def test_residual_cnn_zero_init_last_makes_every_block_the_identity_and_is_seeded() -> None:
+    model = residual_cnn(1, 4, 3, blocks=3, norm=nn.BatchNorm2d, zero_init_last=True)
+    h = torch.randn(6, 4, 5, 5, generator=torch.Generator().manual_seed(2))
+    for block in residual_blocks(model):
+        torch.testing.assert_close(block(h), h)
+    state = torch.get_rng_state()
+    a, b = residual_cnn(1, 4, 3, blocks=2, seed=7), residual_cnn(1, 4, 3, blocks=2, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert not any("bias" in name for name, _ in residual_cnn(1, 4, 3, blocks=2, bias=False).named_parameters())
+
+
+def test_residual_cnn_and_pool_reject_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="Unknown activation"):
+        residual_cnn(1, 4, 2, blocks=1, activation="gelu")
+    with pytest.raises(ValueError, match="channels must be at least 1"):
+        residual_cnn(1, 0, 2, blocks=1)
+    for kernel_size in (0, 2):
+        with pytest.raises(ValueError, match="kernel_size must be a positive odd number"):
+            residual_cnn(1, 4, 2, blocks=1, kernel_size=kernel_size)
+    with pytest.raises(ValueError, match="blocks must be non-negative"):
+        residual_cnn(1, 4, 2, blocks=-1)
+    with pytest.raises(ValueError, match="image_size"):
+        residual_cnn(1, 4, 2, blocks=1, image_size=(8,))
+    with pytest.raises(ValueError, match="norm must be a factory"):
+        residual_cnn(1, 4, 2, blocks=1, norm=lambda width: width)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        GlobalAvgPool2d()(torch.zeros(2, 3))

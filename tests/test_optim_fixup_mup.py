@@ -1,4 +1,4 @@
-"""normlab.optim (adaptive gradient clipping), normlab.init.fixup_ and normlab.mup (chapter 13).
+"""normlab.optim (adaptive gradient clipping), normlab.init.fixup_ (residual MLP and CNN) and normlab.mup (chapter 13).
 
 AGC is checked against the paper's definition written out unit by unit (ε = 1e-3, the final
 layer excluded); Fixup against its three rules; μP against its table of variances and learning
@@ -172,6 +172,133 @@ def test_fixup_errors_are_clear():
         init.fixup_(net)
     with pytest.raises(ValueError, match="layers_per_branch"):
         init.fixup_scale(4, 1)
+
+
+# ----------------------------------------------------------------------------- Fixup on a residual CNN
+
+
+def _fixup_cnn(blocks, channels=8, in_channels=1, seed=0, **kwargs):
+    net = models.residual_cnn(in_channels, channels, 10, blocks, seed=seed, **kwargs)
+    return init.fixup_(net, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("blocks", [1, 4, 16])
+def test_fixup_on_a_cnn_zeroes_the_last_conv_and_the_classifier(blocks):
+    net = _fixup_cnn(blocks, channels=16)
+    assert torch.all(net.output.weight == 0) and torch.all(net.output.bias == 0)
+    names = [n for n, _ in net.named_children()]
+    assert names == ["input", *(f"block{b}" for b in range(blocks)), "final_act", "pool", "bias_output", "output"]
+    for block in models.residual_blocks(net):
+        branch = block.branch
+        assert torch.all(branch.conv1.weight == 0) and torch.all(branch.conv1.bias == 0)
+        assert torch.all(branch.conv0.bias == 0) and branch.conv0.weight.abs().min() > 0
+        assert [n for n, _ in branch.named_children()] == ["bias_act0", "act0", "bias_conv0", "conv0", "bias_act1",
+                                                           "act1", "bias_conv1", "conv1", "multiplier", "bias_out"]
+        assert all(p.shape == (1,) for n, p in branch.named_parameters() if not n.startswith("conv"))
+    assert torch.all(net.input.bias == 0)
+
+
+@pytest.mark.parametrize("blocks", [1, 4, 16])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fixup_inner_convs_have_he_std_with_fan_in_times_l_to_the_minus_half(blocks, seed):
+    """Rule 2 for a Conv2d: std √(2 / (C_in · 3 · 3)) · L^(−1/2), mean 0; the stem LeCun's √(1 / (C_in · 3 · 3)).
+
+    64 → 64 channels of 3 × 3 give 36 864 weights per layer: the sample std is within about 0.4% (one standard
+    error) of the truth, so 3% is a wide margin that still catches a missing L^(−1/2) (×2 at L = 4) or a fan-in
+    without the kernel (×3).
+    """
+    net = _fixup_cnn(blocks, channels=64, in_channels=16, seed=seed)
+    he = math.sqrt(2 / (64 * 3 * 3))
+    for block in models.residual_blocks(net):
+        w = block.branch.conv0.weight
+        assert w.std().item() == pytest.approx(he * blocks**-0.5, rel=0.03)
+        assert abs(w.mean().item()) < 0.03 * he * blocks**-0.5
+    assert net.input.weight.std().item() == pytest.approx(math.sqrt(1 / (16 * 3 * 3)), rel=0.05)
+
+
+def test_fixup_cnn_starts_as_its_stem_path():
+    """Every branch contributes nothing at initialization: with any classifier, the output is the stem path's."""
+    net = _fixup_cnn(6, channels=8, image_size=(8, 8))
+    x = torch.randn(9, 64, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(net(x), torch.zeros(9, 10))                       # the classifier is zero
+    with torch.no_grad():
+        net.output.weight.normal_(generator=torch.Generator().manual_seed(4))
+        net.output.bias.normal_(generator=torch.Generator().manual_seed(5))
+    stem = net.input(net.unflatten(x))
+    h = stem
+    for block in models.residual_blocks(net):
+        h = block(h)
+    assert torch.equal(h, stem)
+    torch.testing.assert_close(net(x), net.output(net.bias_output(torch.relu(stem).mean(dim=(2, 3)))), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_fixup_zeros_do_not_stall_training(kind):
+    """Section 3 of the paper: the zero layers learn. The first gradient reaches the classifier only; the second
+    also the stem, the branches' last layers and the scalar biases after them; the third every parameter."""
+    if kind == "cnn":
+        net, x = _fixup_cnn(3, channels=4, image_size=(5, 5)), torch.randn(8, 25, generator=torch.Generator().manual_seed(0))
+        last = "conv1"
+    else:
+        net = init.fixup_(models.residual_mlp(6, 5, 10, 3), generator=torch.Generator().manual_seed(0))
+        x, last = torch.randn(8, 6, generator=torch.Generator().manual_seed(0)), "linear1"
+    y = torch.arange(8) % 10
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    first_nonzero = {}
+    for step in (1, 2, 3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        for name, p in net.named_parameters():
+            if p.grad is not None and p.grad.abs().max() > 0:
+                first_nonzero.setdefault(name, step)
+        opt.step()
+    names = [name for name, _ in net.named_parameters()]
+    assert set(first_nonzero) == set(names)                                  # everything learns by step 3
+    assert {n for n in names if first_nonzero[n] == 1} == {"output.weight", "output.bias"}
+    second = {n for n in names if first_nonzero[n] == 2}
+    expected = {"input.weight", "input.bias", "bias_output.bias"} | {
+        f"block{b}.branch.{p}" for b in range(3) for p in (f"{last}.weight", f"{last}.bias", "bias_out.bias")}
+    assert second == expected
+
+
+@HYPOTHESIS
+@given(in_channels=st.integers(1, 3), channels=st.integers(1, 5), blocks=st.integers(1, 4),
+       size=st.tuples(st.integers(1, 5), st.integers(1, 5)), kernel_size=st.sampled_from([1, 3]),
+       batch=st.integers(1, 4), seed=st.integers(0, 99))
+def test_fixup_cnn_blocks_are_the_identity_for_all_shapes(in_channels, channels, blocks, size, kernel_size, batch,
+                                                           seed):
+    net = _fixup_cnn(blocks, channels=channels, in_channels=in_channels, seed=seed, kernel_size=kernel_size)
+    x = torch.randn(batch, in_channels, *size, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(net(x), torch.zeros(batch, 10))
+    h = net.input(x)
+    for block in models.residual_blocks(net):
+        assert torch.equal(block(h), h)
+    scalars = [m for m in net.modules() if isinstance(m, (ScalarBias, ScalarMultiplier))]
+    assert len(scalars) == 6 * blocks + 1
+
+
+def test_fixup_cnn_errors_are_clear():
+    with pytest.raises(ValueError, match="norm=None"):
+        init.fixup_(models.residual_cnn(1, 4, 2, 2, norm=nn.BatchNorm2d))
+    with pytest.raises(ValueError, match="branch_scale=1"):
+        init.fixup_(models.residual_cnn(1, 4, 2, 2, branch_scale=0.5))
+    with pytest.raises(ValueError, match="applies once"):
+        init.fixup_(init.fixup_(models.residual_cnn(1, 4, 2, 2)))
+    net = models.residual_cnn(1, 4, 2, 2)
+    net.block1.branch.conv0 = nn.Conv1d(4, 4, 3, padding=1)
+    with pytest.raises(ValueError, match=r"Linear or Conv2d layers.*Conv1d"):
+        init.fixup_(net)
+    net = models.residual_cnn(1, 4, 2, 2)
+    del net.block1.branch.conv0
+    with pytest.raises(ValueError, match=r"same number m of weight layers in every branch; got \[1, 2\]"):
+        init.fixup_(net)
+    net = models.residual_cnn(1, 4, 2, 2)
+    net.input = nn.Conv1d(1, 4, 3)
+    with pytest.raises(ValueError, match="Linear or Conv2d input layer"):
+        init.fixup_(net)
+    plain_cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(ValueError, match="residual_mlp or residual_cnn"):
+        init.fixup_(plain_cnn)
 
 
 # ----------------------------------------------------------------------------- μP

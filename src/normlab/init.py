@@ -12,6 +12,7 @@ in place under ``torch.no_grad()``, returns it, and takes an optional
 - :func:`kaiming_uniform_`, :func:`kaiming_normal_`: Var[W] = gain^2 / fan.
 - :func:`orthogonal_`: a (semi-)orthogonal matrix times gain.
 - :func:`lsuv_`: layer-sequential unit-variance rescaling of a whole model.
+- :func:`fixup_`, :func:`fixup_scale`: Fixup's rescaled initialization of a residual MLP or CNN without norms.
 """
 
 from __future__ import annotations
@@ -342,69 +343,50 @@ def _output_variance(model: nn.Module, module: nn.Module, data: Tensor) -> float
 
 
 def fixup_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """Fixup initialization (Zhang, Dauphin & Ma, ICLR 2019) of a :func:`normlab.models.residual_mlp` without norms.
+    """Fixup initialization (Zhang, Dauphin & Ma, ICLR 2019) of a residual network without normalization.
 
-    The paper's three rules, for L residual branches of m Linear layers each (m = 2 here):
+    ``model`` is a :func:`normlab.models.residual_mlp` or :func:`normlab.models.residual_cnn` built
+    with ``norm=None`` and ``branch_scale=1``. The paper's three rules, for L residual branches of m
+    weight layers each (Linear or Conv2d; m = 2 here), applied in the same way to both:
 
-    1. the classifier (``output``) and the last Linear of every branch start at zero;
-    2. every other Linear gets a standard initialization (the branch's inner layers He's,
-       N(0, 2/fan_in), the ``input`` layer LeCun's, N(0, 1/fan_in)), and the inner layers of
-       each branch are then multiplied by L^(−1/(2m−2)) (L^(−1/2) for m = 2);
-    3. a scalar bias (:class:`normlab.layers.ScalarBias`, 0) is added before each Linear and
+    1. the classifier (``output``) and the last weight layer of every branch start at zero;
+    2. every other weight layer gets a standard initialization, N(0, gain²/fan_in) with fan_in the
+       number of inputs of one output unit (in_features for a Linear, in_channels × kh × kw for a
+       Conv2d): the branch's inner layers He's (gain² = 2, they follow a ReLU), the ``input`` stem
+       LeCun's (gain² = 1, it follows nothing); the inner layers of each branch are then multiplied by
+       L^(−1/(2m−2)) (L^(−1/2) for m = 2), eq. ``eq-fixup-scale``;
+    3. a scalar bias (:class:`normlab.layers.ScalarBias`, 0) is added before each weight layer and
        each activation of a branch and before the classifier, and a scalar multiplier
-       (:class:`normlab.layers.ScalarMultiplier`, 1) after each branch (then one more bias),
-       as in the authors' code.
+       (:class:`normlab.layers.ScalarMultiplier`, 1) after each branch (then one more bias), as in
+       the authors' code. A scalar broadcasts over every unit, channel and position alike.
 
     Why L^(−1/(2m−2)): if the update of each branch should change the output by O(η/L) so that the
     L branches together change it by O(η), a branch of m layers with scales s (inner) and a last
-    layer of the same order must have s^(2m−2) ∝ 1/L (the paper's Theorem, section 3). The Linear
-    layers' own biases are set to zero. The model is changed in place (its branches gain the scalar
-    modules, its Sequential a ``bias_output`` before ``output``) and returned.
-    Used in chapter ``13_without_normalization``.
+    layer of the same order must have s^(2m−2) ∝ 1/L (the paper's section 3). The weight layers' own
+    biases are set to zero. (The authors' CIFAR code draws the inner convolution with the fan-out,
+    out_channels × kh × kw; for the square layers of these blocks the two fans are equal.) At
+    initialization every block is the identity and the output is zero; the zeros do not stall
+    training: the first gradient reaches the classifier, the second also the stem, the branches' last
+    layers and the scalar biases after them, the third every parameter.
+    The model is changed in place (its branches gain the scalar modules, its Sequential a
+    ``bias_output`` before ``output``) and returned; a model it cannot handle raises ValueError.
+    Used in chapter ``13_without_normalization``, section "Fixup".
     """
-    from normlab.layers.skip_init import ScalarBias, ScalarMultiplier
-    from normlab.models import ResidualBlock
+    from normlab.layers.skip_init import ScalarBias
 
-    if not isinstance(model, nn.Sequential) or not all(hasattr(model, n) for n in ("input", "output")):
-        raise ValueError(f"fixup_ expects a model built by normlab.models.residual_mlp (children input, block0, ..., "
-                         f"output); got {type(model).__name__}.")
-    blocks = [m for m in model.children() if isinstance(m, ResidualBlock)]
-    if not blocks:
-        raise ValueError("fixup_ needs at least one residual block; the model has none.")
-    for index, block in enumerate(blocks):
-        kinds = {type(m).__name__ for m in block.branch.children()}
-        if not isinstance(block.branch, nn.Sequential) or {"ScalarBias", "ScalarMultiplier"} & kinds:
-            raise ValueError(f"block {index} already has Fixup's scalars; fixup_ applies once, to a fresh model.")
-        if any(not isinstance(m, (nn.Linear, *_ACTIVATION_TYPES)) for m in block.branch.children()):
-            raise ValueError(f"Fixup is for residual networks without normalization, but block {index}'s branch "
-                             f"holds {sorted(kinds)}; build the model with norm=None.")
-        if block.scale != 1.0:
-            raise ValueError(f"Fixup scales the branch's weights itself; build the model with branch_scale=1 "
-                             f"(block {index} has {block.scale:g}).")
-    num_blocks = len(blocks)
-    m = sum(isinstance(layer, nn.Linear) for layer in blocks[0].branch.children())
-    if m < 2:
-        raise ValueError(f"Fixup's scaling L^(-1/(2m-2)) needs m >= 2 Linear layers per branch; got m = {m}.")
-    scale = num_blocks ** (-1.0 / (2 * m - 2))
-
+    blocks, m = _fixup_blocks(model)
+    scale = fixup_scale(len(blocks), m)
     with torch.no_grad():
         kaiming_normal_(model.input.weight, nonlinearity="linear", generator=generator)
         for block in blocks:
-            linears = [layer for layer in block.branch.children() if isinstance(layer, nn.Linear)]
-            for layer in linears[:-1]:
+            weights = [layer for layer in block.branch.children() if isinstance(layer, _FIXUP_WEIGHT_LAYERS)]
+            for layer in weights[:-1]:
                 kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator).mul_(scale)
-            zeros_(linears[-1].weight)
-            for layer in (model.input, *linears):
+            zeros_(weights[-1].weight)
+            for layer in (model.input, *weights):
                 if layer.bias is not None:
                     zeros_(layer.bias)
-            parameter = next(block.branch.parameters())
-            factory = {"device": parameter.device, "dtype": parameter.dtype}
-            children: list[tuple[str, nn.Module]] = []
-            for name, layer in block.branch.named_children():
-                children.append((f"bias_{name}", ScalarBias(0.0, **factory)))
-                children.append((name, layer))
-            children += [("multiplier", ScalarMultiplier(1.0, **factory)), ("bias_out", ScalarBias(0.0, **factory))]
-            block.branch = nn.Sequential(OrderedDict(children))
+            block.branch = _with_fixup_scalars(block.branch)
         zeros_(model.output.weight)
         if model.output.bias is not None:
             zeros_(model.output.bias)
@@ -417,6 +399,59 @@ def fixup_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Mod
     model._modules.clear()
     model._modules.update(reordered)
     return model
+
+
+#: The weight layers that :func:`fixup_` initializes; a branch may hold these and activations only.
+_FIXUP_WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
+
+
+def _fixup_blocks(model: nn.Module) -> tuple[list[nn.Module], int]:
+    """The residual blocks of a model :func:`fixup_` can handle, and m, the weight layers per branch."""
+    from normlab.models import ResidualBlock
+
+    if not isinstance(model, nn.Sequential) or not all(hasattr(model, n) for n in ("input", "output")):
+        raise ValueError(f"fixup_ expects a model built by normlab.models.residual_mlp or residual_cnn (children "
+                         f"input, block0, ..., output); got {type(model).__name__}.")
+    if not isinstance(model.input, _FIXUP_WEIGHT_LAYERS) or not isinstance(model.output, nn.Linear):
+        raise ValueError(f"fixup_ needs a Linear or Conv2d input layer and a Linear output layer; got "
+                         f"{type(model.input).__name__} and {type(model.output).__name__}.")
+    blocks = [m for m in model.children() if isinstance(m, ResidualBlock)]
+    if not blocks:
+        raise ValueError("fixup_ needs at least one residual block; the model has none.")
+    counts = set()
+    for index, block in enumerate(blocks):
+        kinds = {type(m).__name__ for m in block.branch.children()}
+        if not isinstance(block.branch, nn.Sequential) or {"ScalarBias", "ScalarMultiplier"} & kinds:
+            raise ValueError(f"block {index} already has Fixup's scalars; fixup_ applies once, to a fresh model.")
+        if any(not isinstance(m, (*_FIXUP_WEIGHT_LAYERS, *_ACTIVATION_TYPES)) for m in block.branch.children()):
+            raise ValueError(f"Fixup is for residual networks without normalization whose branches hold Linear or "
+                             f"Conv2d layers and activations, but block {index}'s branch holds {sorted(kinds)}; "
+                             f"build the model with norm=None.")
+        if block.scale != 1.0:
+            raise ValueError(f"Fixup scales the branch's weights itself; build the model with branch_scale=1 "
+                             f"(block {index} has {block.scale:g}).")
+        counts.add(sum(isinstance(layer, _FIXUP_WEIGHT_LAYERS) for layer in block.branch.children()))
+    if len(counts) > 1:
+        raise ValueError(f"Fixup's L^(-1/(2m-2)) needs the same number m of weight layers in every branch; "
+                         f"got {sorted(counts)}.")
+    m = counts.pop()
+    if m < 2:
+        raise ValueError(f"Fixup's scaling L^(-1/(2m-2)) needs m >= 2 weight layers per branch; got m = {m}.")
+    return blocks, m
+
+
+def _with_fixup_scalars(branch: nn.Sequential) -> nn.Sequential:
+    """Rule 3: a ScalarBias before each child of ``branch``, then a ScalarMultiplier and one more ScalarBias."""
+    from normlab.layers.skip_init import ScalarBias, ScalarMultiplier
+
+    parameter = next(branch.parameters())
+    factory = {"device": parameter.device, "dtype": parameter.dtype}
+    children: list[tuple[str, nn.Module]] = []
+    for name, layer in branch.named_children():
+        children.append((f"bias_{name}", ScalarBias(0.0, **factory)))
+        children.append((name, layer))
+    children += [("multiplier", ScalarMultiplier(1.0, **factory)), ("bias_out", ScalarBias(0.0, **factory))]
+    return nn.Sequential(OrderedDict(children))
 
 
 def fixup_scale(blocks: int, layers_per_branch: int = 2) -> float:

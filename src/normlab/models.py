@@ -4,6 +4,8 @@
 - :func:`hidden_linear_layers`: the hidden Linear layers of such a model, for hooks.
 - :func:`residual_mlp`: a stack of pre-activation residual blocks x + s·F(x), with a
   chosen branch scale s, for the chapters on initialization and scaled WeightNorm.
+- :func:`residual_cnn`: the same blocks with 3×3 convolutions on small images (digits as
+  1×8×8), a global average pool and a Linear head, for chapter 13 (Fixup on a CNN).
 
 Layers keep PyTorch's default initialization (chapters that study initialization
 re-initialize them with ``normlab.init``); only the seed is fixed here.
@@ -18,7 +20,16 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "ResidualBlock", "hidden_linear_layers", "mlp", "residual_blocks", "residual_mlp"]
+__all__ = [
+    "ACTIVATIONS",
+    "GlobalAvgPool2d",
+    "ResidualBlock",
+    "hidden_linear_layers",
+    "mlp",
+    "residual_blocks",
+    "residual_cnn",
+    "residual_mlp",
+]
 
 #: Names accepted by ``mlp(activation=...)`` and the modules they build.
 ACTIVATIONS: Mapping[str, Callable[[], nn.Module]] = MappingProxyType(
@@ -96,26 +107,35 @@ def hidden_linear_layers(model: nn.Sequential) -> list[nn.Linear]:
 
 
 class ResidualBlock(nn.Module):
-    """x ↦ x + scale · F(x), where F = ([norm] → activation → Linear) twice (pre-activation).
+    """x ↦ x + scale · F(x), where F = ([norm] → activation → weight layer) twice (pre-activation).
 
     The pre-activation ordering follows He et al. (2016), "Identity mappings in deep
     residual networks": the skip path carries x untouched, so the residual stream is
     the sum of the branch outputs, and its variance grows with depth unless ``scale``
     (or the branch's last layer) is small. The branch is ``self.branch``, an
     ``nn.Sequential`` with children ``norm0, act0, linear0, norm1, act1, linear1``
-    (norms only when a factory is given).
-    Used in chapter ``08_initialization``, section "Residual networks".
+    (norms only when a factory is given). With ``kernel_size`` set, the weight layers are
+    ``width → width`` convolutions ``conv0``, ``conv1`` (odd ``kernel_size``, "same" padding, stride 1), so the
+    block maps channels-first tensors (N, width, H, W) to the same shape; ``norm`` is then
+    called with the number of channels (for example ``torch.nn.BatchNorm2d``).
+    Used in chapters ``08_initialization``, section "Residual networks", and ``13_without_normalization``.
     """
 
     def __init__(self, width: int, activation: str, norm: Callable[[int], nn.Module] | None, scale: float,
-                 bias: bool = True) -> None:
+                 bias: bool = True, kernel_size: int | None = None) -> None:
         super().__init__()
+        if kernel_size is not None and (kernel_size < 1 or kernel_size % 2 == 0):
+            raise ValueError(f"kernel_size must be a positive odd number, so that 'same' padding is symmetric "
+                             f"(or None for Linear layers); got {kernel_size}.")
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for index in range(2):
             if norm is not None:
                 layers[f"norm{index}"] = _checked_norm(norm, width)
             layers[f"act{index}"] = ACTIVATIONS[activation]()
-            layers[f"linear{index}"] = nn.Linear(width, width, bias=bias)
+            if kernel_size is None:
+                layers[f"linear{index}"] = nn.Linear(width, width, bias=bias)
+            else:
+                layers[f"conv{index}"] = nn.Conv2d(width, width, kernel_size, padding="same", bias=bias)
         self.branch = nn.Sequential(layers)
         self.scale = float(scale)
 
@@ -124,6 +144,20 @@ class ResidualBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:g}"
+
+
+class GlobalAvgPool2d(nn.Module):
+    """(N, C, H, W) ↦ (N, C): the mean of each channel over its H × W positions (also (C, H, W) ↦ (C,)).
+
+    The pooling between the convolutional body and the Linear head of :func:`residual_cnn`.
+    Used in chapter ``13_without_normalization``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() not in (3, 4):
+            raise ValueError(f"GlobalAvgPool2d expects a channels-first image tensor (N, C, H, W) or (C, H, W); "
+                             f"got shape {tuple(x.shape)}.")
+        return x.mean(dim=(-2, -1))
 
 
 def _checked_norm(norm: Callable[[int], nn.Module], width: int) -> nn.Module:
@@ -188,13 +222,78 @@ def residual_mlp(
     return nn.Sequential(layers)
 
 
+def residual_cnn(
+    in_channels: int,
+    channels: int,
+    out_features: int,
+    blocks: int,
+    image_size: tuple[int, int] | None = None,
+    kernel_size: int = 3,
+    activation: str = "relu",
+    norm: Callable[[int], nn.Module] | None = None,
+    branch_scale: float = 1.0,
+    zero_init_last: bool = False,
+    bias: bool = True,
+    seed: int = 0,
+) -> nn.Sequential:
+    """A residual CNN: Conv2d ``input`` → ``blocks`` × :class:`ResidualBlock` → [norm] → activation → pool → Linear.
+
+    The convolutional twin of :func:`residual_mlp`, with the same arguments (``channels`` for
+    ``width``, ``norm`` a factory such as ``torch.nn.BatchNorm2d``): the stem ``input`` maps
+    ``in_channels`` to ``channels`` with a ``kernel_size`` convolution, each block computes
+    h + branch_scale · F(h) with F = ([norm] → activation → Conv2d) twice at constant width and
+    resolution ("same" padding), ``pool`` (:class:`GlobalAvgPool2d`) averages each channel over
+    the image and the Linear ``output`` maps ``channels`` to ``out_features``. Inputs are
+    channels-first, (N, in_channels, H, W); with ``image_size=(H, W)`` a first child ``unflatten``
+    takes the flat (N, in_channels·H·W) rows that :class:`normlab.data.Dataset` stores instead
+    (scikit-learn's digits: ``in_channels=1, image_size=(8, 8)``). ``zero_init_last`` zeroes each
+    branch's last convolution. Children: [``unflatten``], ``input``, ``block0`` …, [``final_norm``],
+    ``final_act``, ``pool``, ``output``. PyTorch's default initialization from a CPU generator
+    seeded by ``seed``; the global RNG state is left as it was.
+    Used in chapter ``13_without_normalization`` (Fixup on a CNN).
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
+    for name, size in (("in_channels", in_channels), ("channels", channels), ("out_features", out_features)):
+        if size < 1:
+            raise ValueError(f"{name} must be at least 1; got {size}.")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd number, so that 'same' padding is symmetric; "
+                         f"got {kernel_size}.")
+    if blocks < 0:
+        raise ValueError(f"blocks must be non-negative; got {blocks}.")
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise ValueError(f"image_size must be (height, width) of positive ints, or None; got {image_size!r}.")
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        if image_size is not None:
+            layers["unflatten"] = nn.Unflatten(1, (in_channels, *(int(n) for n in image_size)))
+        layers["input"] = nn.Conv2d(in_channels, channels, kernel_size, padding="same", bias=bias)
+        for index in range(blocks):
+            block = ResidualBlock(channels, activation, norm, branch_scale, bias=bias, kernel_size=kernel_size)
+            if zero_init_last:
+                nn.init.zeros_(block.branch.conv1.weight)
+                if block.branch.conv1.bias is not None:
+                    nn.init.zeros_(block.branch.conv1.bias)
+            layers[f"block{index}"] = block
+        if norm is not None:
+            layers["final_norm"] = _checked_norm(norm, channels)
+        layers["final_act"] = ACTIVATIONS[activation]()
+        layers["pool"] = GlobalAvgPool2d()
+        layers["output"] = nn.Linear(channels, out_features, bias=bias)
+    return nn.Sequential(layers)
+
+
 def residual_blocks(model: nn.Sequential) -> list[ResidualBlock]:
-    """The :class:`ResidualBlock` children of a :func:`residual_mlp`, in order (for hooks on the stream).
+    """The :class:`ResidualBlock` children of a :func:`residual_mlp` or :func:`residual_cnn`, in order.
+
+    For hooks on the stream.
 
     Used in chapter ``08_initialization``, section "Residual networks".
     """
     blocks = [module for module in model.children() if isinstance(module, ResidualBlock)]
     if not isinstance(model, nn.Sequential) or not hasattr(model, "output"):
-        raise ValueError(f"residual_blocks expects a model built by normlab.models.residual_mlp; got "
-                         f"{type(model).__name__}.")
+        raise ValueError(f"residual_blocks expects a model built by normlab.models.residual_mlp or "
+                         f"residual_cnn; got {type(model).__name__}.")
     return blocks
