@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from normlab.layers import BatchNorm1d, BatchRenorm1d, GhostBatchNorm1d, renorm_limits
+from normlab.layers.batch_renorm import PAPER_SCHEDULE, scaled_renorm_schedule
 
 
 def _bn(x, eps):
@@ -130,6 +131,58 @@ def test_renorm_limits_follow_the_papers_schedule():
     assert renorm_limits(3, 2.0, 1.0, 0, 0, 0) == (2.0, 1.0)
     with pytest.raises(ValueError, match="step must be >= 0"):
         renorm_limits(-1)
+
+
+def test_renorm_limits_ramp_linearly_between_the_papers_milestones():
+    """The paper fixes the milestones (5k, 25k, 40k) but not the shape in between; normlab's is linear."""
+    steps = range(5000, 40001, 500)
+    r = [renorm_limits(s)[0] for s in steps]
+    d = [renorm_limits(s)[1] for s in steps if s <= 25000]
+    assert max(abs(b - a - 2 * 500 / 35000) for a, b in zip(r, r[1:])) < 1e-12  # constant increments
+    assert max(abs(b - a - 5 * 500 / 20000) for a, b in zip(d, d[1:])) < 1e-12
+    assert renorm_limits(4999) == (1.0, 0.0) and renorm_limits(5001)[0] > 1.0 and renorm_limits(5001)[1] > 0.0
+
+
+def test_defaults_are_the_papers_schedule_limits_and_moving_average_rate():
+    layer = BatchRenorm1d(3)
+    assert (layer.r_max, layer.d_max) == (3.0, 5.0)
+    assert {"warmup_steps": layer.warmup_steps, "d_max_steps": layer.d_max_steps,
+            "r_max_steps": layer.r_max_steps} == PAPER_SCHEDULE == {"warmup_steps": 5000, "d_max_steps": 25000,
+                                                                    "r_max_steps": 40000}
+    assert layer.momentum == 0.01  # the paper's alpha, not BatchNorm's 0.1
+
+
+def test_scaled_schedule_keeps_the_papers_proportions():
+    assert scaled_renorm_schedule(40000) == PAPER_SCHEDULE
+    assert scaled_renorm_schedule(600) == {"warmup_steps": 75, "d_max_steps": 375, "r_max_steps": 600}
+    assert scaled_renorm_schedule(80000) == {"warmup_steps": 10000, "d_max_steps": 50000, "r_max_steps": 80000}
+    for total in (8, 100, 600, 1234):
+        schedule = scaled_renorm_schedule(total)
+        assert renorm_limits(total, **schedule) == (3.0, 5.0)
+        assert renorm_limits(schedule["warmup_steps"], **schedule) == (1.0, 0.0)
+        assert renorm_limits(schedule["d_max_steps"], **schedule)[1] == 5.0
+    with pytest.raises(ValueError, match="total_steps must be at least 1"):
+        scaled_renorm_schedule(0)
+
+
+def test_moving_averages_follow_algorithm_1_over_many_steps():
+    """Algorithm 1 averages sigma_B (biased variance plus eps, square-rooted), not the variance, and computes r and d
+    from the averages before this step's update: checked over 20 steps of a scaled schedule."""
+    torch.manual_seed(7)
+    layer = BatchRenorm1d(3, dtype=torch.float64, **scaled_renorm_schedule(16))
+    mu, sigma = torch.zeros(3, dtype=torch.float64), torch.sqrt(torch.ones(3, dtype=torch.float64) + layer.eps)
+    for step in range(20):
+        x = torch.randn(8, 3, dtype=torch.float64) * torch.tensor([0.5, 2.0, 4.0]) + torch.tensor([-1.0, 0.0, 3.0])
+        r_max, d_max = renorm_limits(step, **scaled_renorm_schedule(16))
+        mean_b, sigma_b = x.mean(0), torch.sqrt(x.var(0, unbiased=False) + layer.eps)
+        r = (sigma_b / sigma).clamp(1 / r_max, r_max)
+        d = ((mean_b - mu) / sigma).clamp(-d_max, d_max)
+        y = layer(x)
+        torch.testing.assert_close(y, ((x - mean_b) / sigma_b * r + d) * layer.weight + layer.bias, rtol=0, atol=1e-12)
+        mu, sigma = mu + 0.01 * (mean_b - mu), sigma + 0.01 * (sigma_b - sigma)
+        torch.testing.assert_close(layer.running_mean, mu, rtol=0, atol=1e-12)
+        torch.testing.assert_close(torch.sqrt(layer.running_var + layer.eps), sigma, rtol=0, atol=1e-12)
+    assert layer.current_limits() == (3.0, 5.0)
 
 
 def _renorm_reference(x, running_mean, running_var, eps, r_max, d_max, gamma, beta, momentum):

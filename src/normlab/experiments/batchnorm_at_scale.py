@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from normlab import data, models, train
 from normlab.distributed import Workers, train_data_parallel
 from normlab.layers import BatchNorm1d, BatchRenorm1d, GhostBatchNorm1d, GroupNorm, SyncBatchNorm
+from normlab.layers.batch_renorm import scaled_renorm_schedule
 from normlab.experiments._common import Claim
 
 __all__ = [
@@ -352,13 +353,16 @@ class NonIIDRecord:
     """Final eval-mode test accuracy of each normalizer trained on batches of ``classes_per_batch`` classes
     (``accuracy[name]``), and of BatchNorm on i.i.d. batches (``accuracy["batch, i.i.d."]``);
     ``train_mode_accuracy[name]`` is the accuracy on the test set in training mode, in batches built the
-    same non-i.i.d. way (what the network saw while learning)."""
+    same non-i.i.d. way (what the network saw while learning). ``renorm_schedule``: the keyword arguments
+    (``warmup_steps``, ``d_max_steps``, ``r_max_steps``) Batch Renorm trained with, and ``renorm_momentum`` its α."""
 
     classes_per_batch: int
     batch_size: int
     steps: int
     accuracy: dict
     train_mode_accuracy: dict
+    renorm_schedule: dict
+    renorm_momentum: float
 
 
 def _class_batches(ds_y: torch.Tensor, classes_per_batch: int, batch_size: int, steps: int, generator: torch.Generator):
@@ -386,16 +390,16 @@ def non_iid_batches(seed: int = 0, classes_per_batch: int = 2, batch_size: int =
     """Train on batches drawn from ``classes_per_batch`` classes at a time; evaluate on the usual test set.
 
     Normalizers: BatchNorm, Batch Renormalization (r_max = 3, d_max = 5 as the paper, its
-    5k/25k/40k-step schedule scaled to ``steps``: plain BN for the first eighth, d_max reached at
-    five eighths, r_max at the end; momentum 0.01, the paper's α), GroupNorm with ``groups`` groups,
-    and BatchNorm on i.i.d. batches as the reference. All start from the same seeded weights and
-    see batches from the same generator. Chapter ``12_batchnorm_at_scale``.
+    5k/25k/40k-step schedule scaled to ``steps`` by :func:`scaled_renorm_schedule`: plain BN for the first
+    eighth, d_max reached at five eighths, r_max at the end, linear ramps in between; momentum 0.01, the
+    paper's α), GroupNorm with ``groups`` groups, and BatchNorm on i.i.d. batches as the reference. All start
+    from the same seeded weights and see batches from the same generator. Chapter ``12_batchnorm_at_scale``.
     """
     ds = data.digits(seed=seed)
-    warmup, d_steps, r_steps = steps // 8, steps * 5 // 8, steps
+    schedule, renorm_momentum = scaled_renorm_schedule(steps), 0.01
 
     def renorm(width):
-        return BatchRenorm1d(width, momentum=0.01, warmup_steps=warmup, d_max_steps=d_steps, r_max_steps=r_steps)
+        return BatchRenorm1d(width, momentum=renorm_momentum, **schedule)
 
     norms = {"batch": BatchNorm1d, "renorm": renorm, "group": lambda width: GroupNorm(groups, width)}
     accuracy, train_mode = {}, {}
@@ -410,7 +414,7 @@ def non_iid_batches(seed: int = 0, classes_per_batch: int = 2, batch_size: int =
                           progress=False, device="cpu")
     accuracy["batch, i.i.d."] = history.final_test_accuracy
     return NonIIDRecord(classes_per_batch=classes_per_batch, batch_size=batch_size, steps=steps, accuracy=accuracy,
-                        train_mode_accuracy=train_mode)
+                        train_mode_accuracy=train_mode, renorm_schedule=schedule, renorm_momentum=renorm_momentum)
 
 
 def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, train_mode: bool) -> float:

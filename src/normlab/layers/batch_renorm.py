@@ -11,10 +11,17 @@ estimates mu and σ = √(running_var + ε):
 r and d are treated as constants in the backward pass (the paper's stop_gradient), so the
 gradient is BatchNorm's (chapter 2) with γ replaced by γ·r. When r and d are not clipped,
 (2) equals (x − mu)/σ: the training output is the inference output. With r_max = 1 and
-d_max = 0 it is BatchNorm. The paper starts with r_max = 1, d_max = 0 and relaxes them
-during training; :func:`renorm_limits` is that schedule (linear ramps here: the paper says
-"gradually relaxed"). The moving σ is stored as ``running_var`` = σ² − ε, so the state dict
-and eval mode are BatchNorm's.
+d_max = 0 it is BatchNorm. Equations (1)–(4) are the paper's Algorithm 1: r and d use the moving
+averages *before* this batch's update (4), and the moving average is of σ, not of the variance,
+with the biased batch variance inside σ_B (no Bessel correction).
+
+The paper's schedule (its section 4, Inception v3 on ImageNet): r_max = 1 and d_max = 0 (plain
+BatchNorm) for the first 5000 steps, then relaxed to reach r_max = 3 at 40k steps and d_max = 5 at
+25k steps, with moving averages updated at α = 0.01. The paper says only that the limits are
+"gradually relaxed"; it does not give the shape of the relaxation. :func:`renorm_limits` chooses
+linear ramps (normlab's choice, not the paper's); :func:`scaled_renorm_schedule` keeps the paper's
+proportions for shorter runs. The moving σ is stored as ``running_var`` = σ² − ε, so the state
+dict and eval mode are BatchNorm's.
 
 Chapter ``12_batchnorm_at_scale``.
 """
@@ -28,7 +35,11 @@ from torch import Tensor
 
 from normlab.layers.batchnorm import BatchNorm1d, BatchNormFunction
 
-__all__ = ["BatchRenorm1d", "renorm_limits"]
+__all__ = ["BatchRenorm1d", "renorm_limits", "scaled_renorm_schedule"]
+
+#: The paper's schedule, in steps: plain BN until ``warmup_steps``, d_max reached at ``d_max_steps``, r_max at
+#: ``r_max_steps`` (Ioffe 2017, section 4).
+PAPER_SCHEDULE = {"warmup_steps": 5000, "d_max_steps": 25000, "r_max_steps": 40000}
 
 
 def renorm_limits(step: int, r_max: float = 3.0, d_max: float = 5.0, warmup_steps: int = 5000,
@@ -37,8 +48,10 @@ def renorm_limits(step: int, r_max: float = 3.0, d_max: float = 5.0, warmup_step
 
     Ioffe (2017), section 4: r_max = 1 and d_max = 0 (plain BatchNorm) for the first
     ``warmup_steps`` steps, then relaxed to reach ``r_max`` at ``r_max_steps`` and ``d_max`` at
-    ``d_max_steps`` (defaults: the paper's 5k, 40k and 25k steps, r_max = 3, d_max = 5); linearly
-    in between, constant after. Chapter ``12_batchnorm_at_scale``.
+    ``d_max_steps`` (defaults: the paper's 5k, 40k and 25k steps, r_max = 3, d_max = 5), constant
+    after. In between, each limit moves linearly from its plain-BN value (1 or 0) to its final
+    value: the paper says "gradually relaxed" and does not specify the shape, so the linear ramp is
+    normlab's choice. Chapter ``12_batchnorm_at_scale``.
     """
     if step < 0:
         raise ValueError(f"step must be >= 0; got {step}.")
@@ -53,10 +66,27 @@ def renorm_limits(step: int, r_max: float = 3.0, d_max: float = 5.0, warmup_step
     return 1.0 + (r_max - 1.0) * ramp(r_max_steps), d_max * ramp(d_max_steps)
 
 
+def scaled_renorm_schedule(total_steps: int) -> dict[str, int]:
+    """The paper's schedule (``PAPER_SCHEDULE``: 5k, 25k, 40k steps) scaled so that its 40k steps are ``total_steps``.
+
+    Returns the keyword arguments ``warmup_steps``, ``d_max_steps``, ``r_max_steps`` of
+    :class:`BatchRenorm1d` and :func:`renorm_limits`: plain BN for the first eighth of the run,
+    d_max reached at five eighths, r_max at the last step (rounded down to whole steps). A run of a
+    few hundred steps cannot use the paper's step counts, which would leave it plain BN throughout;
+    scaled, it keeps the paper's proportions, and its limits are fully relaxed only at its end.
+    Chapter ``12_batchnorm_at_scale``.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be at least 1; got {total_steps}.")
+    end = PAPER_SCHEDULE["r_max_steps"]
+    return {name: steps * total_steps // end for name, steps in PAPER_SCHEDULE.items()}
+
+
 class BatchRenorm1d(BatchNorm1d):
     r"""Batch Renormalization of (N, C) or (N, C, L) input, equations (1)–(4) of the module docstring.
 
-    The arguments of :class:`BatchNorm1d` (``momentum`` is the paper's α) plus the clipping limits
+    The arguments of :class:`BatchNorm1d` (``momentum`` is the paper's α, default 0.01 as in the
+    paper's experiments, not BatchNorm's 0.1) plus the clipping limits
     ``r_max`` ≥ 1 and ``d_max`` ≥ 0 and the schedule that relaxes them
     (:func:`renorm_limits`: ``warmup_steps``, ``r_max_steps``, ``d_max_steps``; set
     ``warmup_steps=0, r_max_steps=0, d_max_steps=0`` for fixed limits). The step is the buffer
@@ -69,7 +99,7 @@ class BatchRenorm1d(BatchNorm1d):
     Ioffe (2017), "Batch Renormalization". Chapter ``12_batchnorm_at_scale``.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.01, affine: bool = True,
                  track_running_stats: bool = True, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None, *, bias: bool = True, r_max: float = 3.0, d_max: float = 5.0,
                  warmup_steps: int = 5000, r_max_steps: int = 40000, d_max_steps: int = 25000) -> None:
