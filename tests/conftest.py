@@ -39,3 +39,19 @@ def student_mode(monkeypatch):
 
     monkeypatch.delenv(STRICT_ENV_VAR, raising=False)
     reset_attempts()
+
+
+def pytest_collection_modifyitems(items):
+    """Name each notebook in ``$NORMLAB_NOTEBOOK`` just before nbval starts its kernel (which inherits the
+    environment), so that ``normlab.book.glue`` can record that notebook's values when ``make test`` asks
+    (``$NORMLAB_GLUE_RECORD``; tests/after_notebooks/test_glue_reproducible.py). The notebooks' items live
+    outside tests/, where this file's per-item hooks do not reach, hence the wrapped ``setup``."""
+    for notebook in {item.parent for item in items if item.path.suffix == ".ipynb"}:
+        notebook.setup = _naming_setup(notebook.setup, notebook.path.stem)
+
+
+def _naming_setup(setup, stem):
+    def named_setup():
+        os.environ["NORMLAB_NOTEBOOK"] = stem
+        setup()
+    return named_setup

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
 
 import matplotlib
@@ -12,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from matplotlib.colors import is_color_like, same_color, to_hex  # noqa: E402
 from matplotlib.contour import ContourSet  # noqa: E402
 
@@ -168,6 +170,9 @@ def test_plot_trajectory_defaults_to_vermillion(ax):
     (True, True, bool),
     (3, 3, int),
     (0.125, 0.125, float),
+    (torch.tensor(0.75, dtype=torch.float64), 0.75, float),
+    (torch.tensor(5), 5, int),
+    (torch.tensor(2.0, requires_grad=True).abs(), 2.0, float),
 ])
 def test_as_python_number_converts_numpy_scalars_and_0d_arrays(value, expected, kind):
     out = book.as_python_number(value)
@@ -176,7 +181,7 @@ def test_as_python_number_converts_numpy_scalars_and_0d_arrays(value, expected, 
     assert not repr(out).startswith("np.")
 
 
-@pytest.mark.parametrize("value", ["0.5", [1, 2], (np.float64(1.0),), np.array([1.0, 2.0]), None])
+@pytest.mark.parametrize("value", ["0.5", [1, 2], (np.float64(1.0),), np.array([1.0, 2.0]), torch.ones(2), None])
 def test_as_python_number_leaves_other_values_alone(value):
     assert book.as_python_number(value) is value
 
@@ -195,3 +200,21 @@ def test_glue_stores_a_python_number_without_displaying_it(monkeypatch):
     book.glue("label", "raw")
     assert calls == [("steps_k10", 42, False), ("ratio", 0.5, False), ("label", "raw", False)]
     assert [type(value) for _, value, _ in calls] == [int, float, str]
+
+
+def test_glue_records_each_value_for_the_reproducibility_check(monkeypatch, tmp_path):
+    """With $NORMLAB_GLUE_RECORD set, glue appends name and repr to <record>/<notebook>.jsonl (make test's
+    second execution; tests/after_notebooks/test_glue_reproducible.py compares it with the build)."""
+    myst_nb = pytest.importorskip("myst_nb")
+    monkeypatch.setattr(myst_nb, "glue", lambda name, variable, display=True: None)
+    monkeypatch.delenv(book.GLUE_RECORD_ENV, raising=False)
+    book.glue("not_recorded", 1.0)
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setenv(book.GLUE_RECORD_ENV, str(tmp_path / "record"))
+    monkeypatch.setenv(book.NOTEBOOK_ENV, "02_batchnorm")
+    book.glue("ratio", np.float64(0.5))
+    book.glue("label", "raw")
+    book.glue("ratio", torch.tensor(0.25))
+    lines = (tmp_path / "record" / "02_batchnorm.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"name": "ratio", "text": "0.5"}, {"name": "label", "text": "'raw'"}, {"name": "ratio", "text": "0.25"}]

@@ -7,16 +7,21 @@ plain-text repr, and NumPy 2 writes ``np.float64(0.5)`` there, which it cannot p
 
 from __future__ import annotations
 
+import json
 import numbers
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 
 
 def as_python_number(value):
-    """A NumPy scalar or 0-d array as a Python int/float; other values unchanged."""
+    """A NumPy scalar, 0-d array or 0-d torch tensor as a Python int/float; other values unchanged."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
+    if type(value).__module__.startswith("torch") and getattr(value, "ndim", None) == 0:
+        value = value.item()  # a 0-d tensor's repr, "tensor(0.5)", is not a number myst-nb can format
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, numbers.Integral):
@@ -30,7 +35,30 @@ def glue(name: str, value) -> None:
     """Store ``value`` under ``name`` for ``{glue:text}`` in the page, without displaying it."""
     from myst_nb import glue as myst_glue  # imported lazily: normlab works without myst-nb
 
-    myst_glue(name, as_python_number(value), display=False)
+    value = as_python_number(value)
+    myst_glue(name, value, display=False)
+    record_glue(name, value)
+
+
+GLUE_RECORD_ENV = "NORMLAB_GLUE_RECORD"
+NOTEBOOK_ENV = "NORMLAB_NOTEBOOK"
+
+
+def record_glue(name: str, value) -> None:
+    """Append ``name`` and ``value`` to ``$NORMLAB_GLUE_RECORD/<notebook>.jsonl`` when that variable is set.
+
+    ``make test`` sets it for its second execution of every notebook (nbval; tests/conftest.py names the
+    notebook in ``$NORMLAB_NOTEBOOK``), and tests/after_notebooks/test_glue_reproducible.py compares the
+    record with the values the book's build glued into the pages (issue: reproducible numbers).
+    """
+    folder = os.environ.get(GLUE_RECORD_ENV)
+    if not folder:
+        return
+    notebook = os.environ.get(NOTEBOOK_ENV) or "unknown"
+    path = Path(folder) / f"{notebook}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"name": name, "text": repr(value)}) + "\n")
 
 
 _COLAB_SETUP = '''\
