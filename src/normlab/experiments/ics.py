@@ -26,6 +26,11 @@ with plain minibatch SGD, batch 60:
   :func:`earth_mover_bounds_hold`, :func:`earth_mover_bound_tightness`,
   :func:`bn_pins_the_mean_not_the_distribution`.
 
+Two more experiments of the chapter have modules of their own:
+:mod:`normlab.experiments.outside_gradient` (BN with its batch statistics detached from the
+gradient, Ioffe & Szegedy's section 2) and :mod:`normlab.experiments.noise_scale` (the ratio
+η/B of SGD's learning rate to its batch size).
+
 Each claim is a function of the returned record(s) that returns a
 :class:`~normlab.experiments._common.Claim` (holds, measured, threshold), so the chapter's
 check cells and the tests assert exactly the same thing, and the chapter glues what was
