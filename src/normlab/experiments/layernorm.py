@@ -719,7 +719,9 @@ def comparison_measurements(seed: int = 0, features: int = 16, batch: int = 8) -
     x = 2.0 + 3.0 * torch.randn(batch, features, generator=g, dtype=F64)
     gaps, dependence = {}, {}
     for name, layer in (("batch", BatchNorm1d(features, dtype=F64)), ("layer", LayerNorm(features, dtype=F64))):
-        net = nn.Sequential(nn.Linear(features, features, dtype=F64), layer)
+        with torch.random.fork_rng(devices=[]):  # the Linear's default init from `seed`, not from whatever
+            torch.default_generator.manual_seed(seed)  # ran before (the timings draw from the global RNG)
+            net = nn.Sequential(nn.Linear(features, features, dtype=F64), layer)
         opt = torch.optim.SGD(net.parameters(), lr=0.01)
         # own loop: 20 full-batch steps on batches drawn afresh, only to move BN's running estimates
         # away from the batch statistics; there is no dataset, test split or record to keep.
