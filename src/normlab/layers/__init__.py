@@ -14,7 +14,7 @@
   standard deviation.
 """
 
-from normlab.layers.batch_renorm import BatchRenorm1d, renorm_limits
+from normlab.layers.batch_renorm import BatchRenorm1d, renorm_limits, scaled_renorm_schedule
 from normlab.layers.batchnorm import BatchNorm1d, BatchNorm2d, BatchNormFunction
 from normlab.layers.dynamic_tanh import DynamicTanh
 from normlab.layers.ghost_batchnorm import GhostBatchNorm1d
@@ -73,6 +73,7 @@ __all__ = [
     "data_dependent_init_",
     "data_dependent_init_network_",
     "renorm_limits",
+    "scaled_renorm_schedule",
     "scaled_weight_norm_gain",
     "scaled_weight_norm_init_",
     "standardized_weight",
