@@ -12,6 +12,8 @@
   time-varying shift and rescale per unit (Santurkar et al.'s noisy-BN experiment).
 - :class:`LpBatchNorm1d`: batch normalization with an ℓp scale (p = 1, 2, ∞) in place of the
   standard deviation.
+- :class:`Unitization1d`: BatchNorm whose output vector per example is pulled towards unit norm by a
+  trainable α per feature (Huang & Yu 2020).
 """
 
 from normlab.layers.batch_renorm import BatchRenorm1d, renorm_limits, scaled_renorm_schedule
@@ -32,6 +34,7 @@ from normlab.layers.mean_only import MeanOnlyBatchNorm1d
 from normlab.layers.noisy import NoisyBatchNorm1d, ShiftNoise
 from normlab.layers.skip_init import ScalarBias, ScalarMultiplier, SkipInit
 from normlab.layers.sync_batchnorm import SyncBatchNorm, SyncBatchNormFunction
+from normlab.layers.unitization import Unitization1d
 from normlab.layers.weight_norm import (
     WeightNormLinear,
     data_dependent_init_,
@@ -66,6 +69,7 @@ __all__ = [
     "SkipInit",
     "SyncBatchNorm",
     "SyncBatchNormFunction",
+    "Unitization1d",
     "WSConv2d",
     "WSLinear",
     "WeightNormLinear",
