@@ -237,8 +237,8 @@ def test_fixup_zeros_do_not_stall_training(kind):
     """Section 3 of the paper: the zero layers learn. The first gradient reaches the classifier only; the second
     also the stem, the branches' last layers and the scalar biases after them; the third every parameter."""
     if kind == "cnn":
-        net, x = _fixup_cnn(3, channels=4, image_size=(5, 5)), torch.randn(8, 25, generator=torch.Generator().manual_seed(0))
-        last = "conv1"
+        net, last = _fixup_cnn(3, channels=4, image_size=(5, 5)), "conv1"
+        x = torch.randn(8, 25, generator=torch.Generator().manual_seed(0))
     else:
         net = init.fixup_(models.residual_mlp(6, 5, 10, 3), generator=torch.Generator().manual_seed(0))
         x, last = torch.randn(8, 6, generator=torch.Generator().manual_seed(0)), "linear1"
