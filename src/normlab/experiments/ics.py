@@ -25,6 +25,9 @@ with plain minibatch SGD, batch 60:
   SGD step, over training, with BN and without, and its two bounds. Claims:
   :func:`earth_mover_bounds_hold`, :func:`earth_mover_bound_tightness`,
   :func:`bn_pins_the_mean_not_the_distribution`.
+- :func:`unitization_earth_mover`: the same measurement with Huang & Yu's unitization layer
+  (:class:`normlab.layers.Unitization1d`) in place of BN, α learned from 0 or held at 1.
+  Claims: :func:`learned_unitization_is_bn_like`, :func:`full_unitization_trades_training`.
 
 Two more experiments of the chapter have modules of their own:
 :mod:`normlab.experiments.outside_gradient` (BN with its batch statistics detached from the
@@ -56,7 +59,7 @@ from normlab.experiments._common import (
     steps_to_accuracy,
     width_change,
 )
-from normlab.layers import BatchNorm1d, NoisyBatchNorm1d, ShiftNoise
+from normlab.layers import BatchNorm1d, NoisyBatchNorm1d, ShiftNoise, Unitization1d
 from normlab.probes import EarthMoverICS, GradientICS, earth_mover_ics, gradient_ics
 
 __all__ = [
@@ -65,6 +68,10 @@ __all__ = [
     "bn_pins_the_mean_not_the_distribution",
     "earth_mover_bounds_hold",
     "earth_mover_ics_over_training",
+    "UnitizationRecord",
+    "full_unitization_trades_training",
+    "learned_unitization_is_bn_like",
+    "unitization_earth_mover",
     "CovariateShiftRecord",
     "covariate_shift_regression",
     "importance_weighting_helps",
@@ -499,6 +506,12 @@ class EarthMoverRecord:
     #: same shape: mean |x_i - x'_i| over the batch's examples, an upper bound on distance.
     upper: np.ndarray
     final_test_accuracy: float
+    #: mean minibatch training loss (training mode) over the last ``TRAIN_LOSS_STEPS`` steps.
+    train_loss: float = float("nan")
+
+
+#: The training loss of an Earth Mover run is the mean minibatch loss over this many final steps.
+TRAIN_LOSS_STEPS = 50
 
 
 def earth_mover_ics_over_training(norm: str = "batch", seed: int = 0, steps: int = 300, lr: float = 1.0,
@@ -514,6 +527,12 @@ def earth_mover_ics_over_training(norm: str = "batch", seed: int = 0, steps: int
     """
     ds = data.digits(seed=seed)
     net = _network("sigmoid", norm, ds, seed)
+    return _earth_mover_run(net, norm, ds, seed, steps, lr, batch_size, measure_every)
+
+
+def _earth_mover_run(net: nn.Module, norm: str, ds: data.Dataset, seed: int, steps: int, lr: float,
+                     batch_size: int, measure_every: int) -> EarthMoverRecord:
+    """Train ``net`` with SGD and measure the Earth Mover ICS of its sigmoid inputs (see the callers)."""
     acts = [m for m in net.modules() if isinstance(m, nn.Sigmoid)]
     pick = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(seed))[:batch_size]
     batch = (ds.x_train[pick], ds.y_train[pick])
@@ -531,7 +550,8 @@ def earth_mover_ics_over_training(norm: str = "batch", seed: int = 0, steps: int
         distance=np.stack([np.stack(m.distance) for _, m in measured]),
         lower=np.stack([np.stack(m.lower) for _, m in measured]),
         upper=np.stack([np.stack(m.upper) for _, m in measured]),
-        final_test_accuracy=history.final_test_accuracy)
+        final_test_accuracy=history.final_test_accuracy,
+        train_loss=float(np.mean(history.loss[-TRAIN_LOSS_STEPS:])))
 
 
 def earth_mover_bounds_hold(record: EarthMoverRecord, slack: float = 1e-6) -> Claim:
@@ -574,3 +594,90 @@ def bn_pins_the_mean_not_the_distribution(with_bn: EarthMoverRecord, without_bn:
     none = earth_mover_bound_tightness(without_bn).measured[0]
     return Claim(holds=bn <= bn_at_most and none >= none_at_least, measured=(bn, none),
                  threshold=(bn_at_most, none_at_least))
+
+
+# ----------------------------------------------------------------------------
+# 5. Huang & Yu's unitization layer against BN, on the Earth Mover measure
+
+
+@dataclass
+class UnitizationRecord:
+    """The sigmoid MLP with :class:`normlab.layers.Unitization1d` in place of BN, measured as the BN network."""
+
+    #: the Earth Mover record of the run (``norm="unitization"``), same schedule as the BN network's.
+    em: EarthMoverRecord
+    #: α where it started (and, if ``train_alpha`` is False, stayed).
+    initial_alpha: float
+    train_alpha: bool
+    #: (layers, units) α at the end of training.
+    alpha: np.ndarray
+    #: (layers, units) γ at the end of training (it starts at 1).
+    gamma: np.ndarray
+
+
+def unitization_earth_mover(seed: int = 0, initial_alpha: float = 0.0, train_alpha: bool = True, steps: int = 300,
+                            lr: float = 1.0, batch_size: int = 60, measure_every: int = 50) -> UnitizationRecord:
+    """:func:`earth_mover_ics_over_training` with Huang & Yu's unitization layer in place of BN.
+
+    The 3 x 100 sigmoid MLP with :class:`normlab.layers.Unitization1d` between each hidden Linear
+    and its sigmoid, α starting at ``initial_alpha`` (0: the paper's default, plain BN at the
+    start; 1: every example's normalized vector on the unit sphere) and learned by SGD with the
+    other parameters, or held fixed if ``train_alpha`` is False (a buffer, so the probe's step
+    does not move it either). The same seeded Linear weights,
+    minibatches, measured batch and schedule as the BN network of
+    :func:`earth_mover_ics_over_training` with the same ``seed``, so the two records compare
+    unit by unit. Used in chapter ``04_internal_covariate_shift`` (Huang & Yu 2020, at CPU scale).
+    """
+    ds = data.digits(seed=seed)
+    hidden = (WIDTH["sigmoid"],) * DEPTH["sigmoid"]
+    net = models.mlp(ds.num_features, hidden, ds.num_classes, activation="sigmoid",
+                     norm=lambda width: Unitization1d(width, initial_alpha=initial_alpha, learn_alpha=train_alpha),
+                     seed=seed)
+    layers = [m for m in net.modules() if isinstance(m, Unitization1d)]
+    record = _earth_mover_run(net, "unitization", ds, seed, steps, lr, batch_size, measure_every)
+    alpha, gamma = (np.stack([getattr(layer, name).detach().cpu().numpy().astype(np.float64) for layer in layers])
+                    for name in ("alpha", "weight"))
+    return UnitizationRecord(em=record, initial_alpha=float(initial_alpha), train_alpha=train_alpha, alpha=alpha,
+                             gamma=gamma)
+
+
+def _mean_w1(record: EarthMoverRecord) -> float:
+    """W1 averaged over units, layers and the measurements after step 0."""
+    return float(record.distance[record.steps > 0].mean())
+
+
+def _paired(unit: UnitizationRecord, bn: EarthMoverRecord) -> None:
+    if bn.norm != "batch" or not np.array_equal(unit.em.steps, bn.steps):
+        raise ValueError("Compare a unitization record with the BN record of the same seed and schedule "
+                         "(earth_mover_ics_over_training('batch', seed=...)).")
+
+
+def learned_unitization_is_bn_like(unit: UnitizationRecord, bn: EarthMoverRecord, w1_at_least: float = 1.0,
+                                   loss_at_most: float = 1.0, points: float = 2.0,
+                                   alpha_below: float = 0.0) -> Claim:
+    """Claim, for α learned from 0: (a) the mean W1 is not below BN's (ratio unitization/BN at least
+    ``w1_at_least``); (b) the training loss (mean minibatch loss of the last steps) is not above BN's
+    (ratio at most ``loss_at_most``); (c) the final test accuracy is within ``points`` percentage
+    points of BN's; (d) α moves *away* from unitization: its mean in every hidden layer ends below
+    ``alpha_below`` (a factor α/√(s+ε) + 1 − α above 1, since s is near the width). measured:
+    (W1 ratio, training-loss ratio, accuracy difference in points, the largest per-layer mean α)."""
+    _paired(unit, bn)
+    w1 = _mean_w1(unit.em) / _mean_w1(bn)
+    loss = unit.em.train_loss / bn.train_loss
+    gap = 100 * (unit.em.final_test_accuracy - bn.final_test_accuracy)
+    alpha = float(unit.alpha.mean(axis=1).max())
+    holds = w1 >= w1_at_least and loss <= loss_at_most and abs(gap) <= points and alpha < alpha_below
+    return Claim(holds=bool(holds), measured=(w1, loss, gap, alpha),
+                 threshold=(w1_at_least, loss_at_most, points, alpha_below))
+
+
+def full_unitization_trades_training(unit: UnitizationRecord, bn: EarthMoverRecord, w1_at_most: float = 0.5,
+                                     loss_factor: float = 3.0) -> Claim:
+    """Claim, for α held at 1: the mean W1 is at most ``w1_at_most`` times BN's, and the training
+    loss (mean minibatch loss of the last steps) at least ``loss_factor`` times BN's: the bound on
+    the layer's outputs costs training in this run. measured: (W1 ratio, training-loss ratio)."""
+    _paired(unit, bn)
+    w1 = _mean_w1(unit.em) / _mean_w1(bn)
+    loss = unit.em.train_loss / bn.train_loss
+    return Claim(holds=bool(w1 <= w1_at_most and loss >= loss_factor), measured=(w1, loss),
+                 threshold=(w1_at_most, loss_factor))
