@@ -23,6 +23,7 @@ Chapter ``02_batchnorm``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from normlab.layers._affine import register_affine, reset_affine
 from normlab.layers._common import (  # refuse_second_derivatives is also imported from here by other layers
     _addcmul_per_channel,
-    _batch_mean,
+    _batch_mean_var,
     _batch_sum,
     _channel_view,
     _reduction_dims,
@@ -49,7 +50,12 @@ class BatchNormFunction(torch.autograd.Function):
     module docstring) and returns ``(output, mean, var)``: ``mean`` and ``var`` are the
     (C,) batch mean and *biased* batch variance, returned (not differentiable) so the
     caller can update running estimates without computing them twice. ``weight`` and
-    ``bias`` may be ``None`` (γ = 1, β = 0).
+    ``bias`` may be ``None`` (γ = 1, β = 0). With a fifth argument ``on_statistics``, a
+    callable, the forward calls ``on_statistics(input, mean, var)`` instead and returns
+    ``output`` alone (the modules update their running estimates this way: every extra
+    output of an autograd Function costs a few µs per call, as much as two small ops).
+    For (N, C) input the mean and variance come from torch's fused statistics kernel
+    (:func:`~normlab.layers._common._batch_mean_var`), x̂ and y from equations (3)–(4).
 
     The backward pass does not differentiate through the graph of the forward; it
     implements the closed form, summing over the batch and spatial axes:
@@ -69,39 +75,40 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        ctx: Any, input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
+        on_statistics: Callable[[Tensor, Tensor, Tensor], None] | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         ndim = input.dim()
-        dims = _reduction_dims(ndim)
-        mean = _batch_mean(input, dims)  # (1)
-        xhat = input - _channel_view(mean, ndim)  # x − mu; becomes xhat below
-        output = torch.mul(xhat, xhat)  # (x − mu)², in the buffer that will hold y
-        var = _batch_mean(output, dims)  # (2), two-pass: no cancellation
+        mean, var = _batch_mean_var(input)  # (1), (2)
         invstd = torch.rsqrt(var + eps)  # 1/σ
+        xhat = input - _channel_view(mean, ndim)  # x − mu; becomes xhat below
         xhat.mul_(_channel_view(invstd, ndim))  # (3)
         if weight is not None and bias is not None:
-            _addcmul_per_channel(bias, xhat, weight, out=output)  # (4)
+            output = _addcmul_per_channel(bias, xhat, weight)  # (4)
         elif weight is not None:
-            torch.mul(xhat, _channel_view(weight, ndim), out=output)
+            output = torch.mul(xhat, _channel_view(weight, ndim))
         elif bias is not None:
-            torch.add(xhat, _channel_view(bias, ndim), out=output)
+            output = torch.add(xhat, _channel_view(bias, ndim))
         else:
-            output.copy_(xhat)  # a copy, so an in-place op on y cannot change the saved xhat
+            output = xhat.clone()  # a copy, so an in-place op on y cannot change the saved xhat
         ctx.save_for_backward(xhat, invstd, weight)
-        ctx.mark_non_differentiable(mean, var)
         ctx.set_materialize_grads(False)
+        if on_statistics is not None:  # one output: each extra output of a Function costs a few µs
+            on_statistics(input, mean, var)
+            return output
+        ctx.mark_non_differentiable(mean, var)
         return output, mean, var
 
     @staticmethod
     def backward(
-        ctx: Any, grad_output: Tensor | None, _grad_mean: Tensor | None, _grad_var: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        ctx: Any, grad_output: Tensor | None, *_grad_mean_var: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
         if grad_output is None:
-            return None, None, None, None
+            return None, None, None, None, None
         xhat, invstd, weight = ctx.saved_tensors
         ndim = xhat.dim()
         dims = _reduction_dims(ndim)
-        need_input, need_weight, need_bias, _ = ctx.needs_input_grad
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         refuse_second_derivatives("normlab's BatchNorm", "torch.nn.BatchNorm1d/2d", need_input)
         grad_bias = _batch_sum(grad_output, dims)  # Σ dy                                  (6)
         dy_xhat = torch.mul(grad_output, xhat)  # dy·xhat, in the buffer that will hold dx
@@ -121,6 +128,7 @@ class BatchNormFunction(torch.autograd.Function):
             grad_input,
             grad_weight if need_weight else None,
             grad_bias if need_bias else None,
+            None,
             None,
         )
 
@@ -212,9 +220,10 @@ class _BatchNorm(nn.Module):
         if not use_batch_stats:
             return self._normalize_with_running_stats(input)
         self._check_batch_size(input)
-        output, mean, var = BatchNormFunction.apply(input, self.weight, self.bias, self.eps)
         if self.training and self.track_running_stats and self.running_mean is not None:
-            self._update_running_stats(input, mean, var)
+            # the running estimates move inside the forward: the Function then has one output
+            return BatchNormFunction.apply(input, self.weight, self.bias, self.eps, self._update_running_stats)
+        output, _, _ = BatchNormFunction.apply(input, self.weight, self.bias, self.eps)
         return output
 
     def _normalize_with_running_stats(self, input: Tensor) -> Tensor:

@@ -55,6 +55,8 @@ def _sum_leading(tensor: Tensor, count: int) -> Tensor:
     an empty ``dim`` would make ``Tensor.sum`` reduce over every dimension)."""
     if not count:
         return tensor.clone()
+    if count == 1 and tensor.dim() == 2:  # (N, C): no views (two ops fewer per call)
+        return _batch_sum(tensor, (0,))
     if tensor.is_contiguous():  # the leading dimensions as the rows of one matrix: see _batch_sum
         return _batch_sum(tensor.view(-1, tensor.shape[-1]), (0,)).view(tensor.shape[count:])
     return tensor.sum(tuple(range(count)))
@@ -99,7 +101,9 @@ class LayerNormFunction(torch.autograd.Function):
     :math:`\partial L/\partial\gamma = \sum dy\,\hat{x}` and
     :math:`\partial L/\partial\beta = \sum dy` over the leading dimensions. First
     derivatives only: a second derivative through the input raises a RuntimeError.
-    Derived in chapter ``07_layernorm``.
+    For LayerNorm the forward takes equations (1)–(3) from torch's fused layer-norm kernel
+    (``torch.native_layer_norm``, γ = 1, no β), which returns x̂ and 1/σ; it saves x̂, 1/σ
+    and γ for the backward, nothing else. Derived in chapter ``07_layernorm``.
     """
 
     @staticmethod
@@ -107,17 +111,25 @@ class LayerNormFunction(torch.autograd.Function):
         ctx: Any, input: Tensor, normalized_ndim: int, weight: Tensor | None, bias: Tensor | None,
         eps: float, center: bool,
     ) -> Tensor:
-        # The normalized dimensions flattened into one (a view, and no op at all for one dimension).
-        grouped = input if normalized_ndim == 1 else input.flatten(input.dim() - normalized_ndim)
-        xhat, _, _, invstd = _normalize(grouped, center, eps)
-        if normalized_ndim != 1:
-            xhat = xhat.view(input.shape)
+        if center:
+            # (1)–(3) in one fused kernel: torch's layer norm with γ = 1 and no β returns xhat,
+            # and the mean and 1/σ, each with a 1 in place of every normalized dimension. (With
+            # γ = None it returns the same xhat, but through a kernel 2x slower at 512×1024.)
+            shape = input.shape[input.dim() - normalized_ndim:]
+            ones = torch.ones(shape, dtype=input.dtype, device=input.device)
+            xhat, _, invstd = torch.native_layer_norm(input, shape, ones, None, eps)
+        else:
+            # The normalized dimensions flattened into one (a view, and no op at all for one dimension).
+            grouped = input if normalized_ndim == 1 else input.flatten(input.dim() - normalized_ndim)
+            xhat, _, _, invstd = _normalize(grouped, center, eps)
+            if normalized_ndim != 1:
+                xhat = xhat.view(input.shape)
         if weight is not None:
             output = xhat * weight if bias is None else torch.addcmul(bias, xhat, weight)  # (4)
         else:
             output = xhat + bias if bias is not None else xhat.clone()  # never the saved xhat
         ctx.save_for_backward(xhat, invstd, weight)
-        ctx.center = center
+        ctx.center, ctx.normalized_ndim = center, normalized_ndim
         ctx.set_materialize_grads(False)
         return output
 
@@ -129,14 +141,15 @@ class LayerNormFunction(torch.autograd.Function):
         need_input, _, need_weight, need_bias, _, _ = ctx.needs_input_grad
         refuse_second_derivatives("normlab's LayerNorm/RMSNorm", "torch.nn.LayerNorm or torch.nn.RMSNorm",
                                   need_input)
-        grad_input = grad_weight = grad_bias = None
-        lead = invstd.dim() - 1  # the number of leading axes, those of the examples
+        center, normalized_ndim = ctx.center, ctx.normalized_ndim
+        lead = xhat.dim() - normalized_ndim  # the number of leading axes, those of the examples
         dy, xh = grad_output, xhat
-        flattened = xhat.dim() != invstd.dim()  # several normalized dimensions, flattened into one
+        flattened = normalized_ndim != 1  # several normalized dimensions, flattened into one
         if flattened:
-            n = math.prod(xhat.shape[lead:])
-            dy, xh = dy.reshape(*invstd.shape[:-1], n), xh.view(*invstd.shape[:-1], n)
+            rows = xhat.shape[:lead]
+            dy, xh, invstd = dy.reshape(*rows, -1), xh.view(*rows, -1), invstd.view(*rows, 1)
         dy_xhat = dy * xh  # dy·xhat, in the buffer that will hold dx
+        grad_input = grad_weight = grad_bias = None
         if need_weight:
             grad_weight = _sum_leading(dy_xhat, lead)  # Σ dy·xhat                   (6)
         if need_bias:
@@ -146,17 +159,17 @@ class LayerNormFunction(torch.autograd.Function):
             # Σ ĝ and Σ ĝ·xhat over the normalized dimensions, ĝ = dy·γ: with γ, one
             # matrix-vector product each (dy·γ never needs its own buffer for them).
             if weight is None:
-                sum_g = dy.sum(-1, keepdim=True) if ctx.center else None
+                sum_g = dy.sum(-1, keepdim=True) if center else None
                 sum_gx = dy_xhat.sum(-1, keepdim=True)
                 grad_input = dy_xhat.copy_(dy)  # ĝ = dy
             else:
                 gamma = weight.view(-1, 1)
-                sum_g = torch.matmul(dy, gamma) if ctx.center else None
+                sum_g = torch.matmul(dy, gamma) if center else None
                 sum_gx = torch.matmul(dy_xhat, gamma)
                 grad_input = torch.mul(dy, gamma.view(-1), out=dy_xhat)  # ĝ
             # (5) in place: ĝ − xhat·mean(ĝ·xhat) − mean(ĝ), then · 1/σ
             grad_input.addcmul_(xh, sum_gx, value=-inv_n)
-            if ctx.center:
+            if center:
                 grad_input.sub_(sum_g, alpha=inv_n)
             grad_input.mul_(invstd)
         if flattened:
