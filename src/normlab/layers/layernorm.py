@@ -36,7 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from normlab.layers._affine import register_affine, reset_affine
-from normlab.layers._common import _addcmul_per_channel, _batch_sum, _channel_view, refuse_second_derivatives
+from normlab.layers._common import (
+    _GEMV_MIN_NUMEL,
+    _addcmul_per_channel,
+    _batch_sum,
+    _channel_view,
+    refuse_second_derivatives,
+)
 from normlab.layers.batchnorm import _BatchNorm
 
 __all__ = [
@@ -112,11 +118,13 @@ class LayerNormFunction(torch.autograd.Function):
         eps: float, center: bool,
     ) -> Tensor:
         if center:
-            # (1)–(3) in one fused kernel: torch's layer norm with γ = 1 and no β returns xhat,
-            # and the mean and 1/σ, each with a 1 in place of every normalized dimension. (With
-            # γ = None it returns the same xhat, but through a kernel 2x slower at 512×1024.)
+            # (1)–(3) in one fused kernel: torch's layer norm without β returns xhat, and the
+            # mean and 1/σ, each with a 1 in place of every normalized dimension. With γ = None
+            # its CPU kernel is 2x slower at 512×1024 than with γ = 1 (the same xhat), so large
+            # inputs pass γ = 1; small ones save the op that makes it.
             shape = input.shape[input.dim() - normalized_ndim:]
-            ones = torch.ones(shape, dtype=input.dtype, device=input.device)
+            ones = None if input.numel() < _GEMV_MIN_NUMEL else torch.ones(shape, dtype=input.dtype,
+                                                                           device=input.device)
             xhat, _, invstd = torch.native_layer_norm(input, shape, ones, None, eps)
         else:
             # The normalized dimensions flattened into one (a view, and no op at all for one dimension).

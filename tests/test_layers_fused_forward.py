@@ -1,0 +1,58 @@
+"""The layers' forwards take their statistics from torch's fused kernels (issue 13, speed): they must
+still compute the textbook formulas, checked here in float64 against the formulas written out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from normlab import layers
+from normlab.layers import BatchNormFunction, LayerNormFunction
+from normlab.layers._common import _batch_mean_var
+
+
+def _formula(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[torch.Tensor, ...]:
+    mean = x.mean(dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dims, keepdim=True)
+    return mean, var, (x - mean) / torch.sqrt(var + eps)
+
+
+@pytest.mark.parametrize("shape", [(8, 5), (512, 1024), (4, 3, 6), (2, 3, 4, 5)], ids=str)
+def test_batch_mean_var_is_the_two_pass_formula(shape):
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 7
+    dims = (0,) + tuple(range(2, len(shape)))
+    mean, var, _ = _formula(x, dims, 0.0)
+    got_mean, got_var = _batch_mean_var(x)
+    torch.testing.assert_close(got_mean, mean.flatten(), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(got_var, var.flatten(), rtol=1e-12, atol=1e-14)
+
+
+def test_batch_variance_far_below_eps_is_exact_for_the_running_estimate():
+    # var ≪ ε: a variance recovered from 1/√(var + ε) would lose it; the running estimate keeps it
+    x = 1 + 1e-6 * torch.randn(64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    layer = layers.BatchNorm1d(3, momentum=1.0, dtype=torch.float64)
+    layer(x)
+    torch.testing.assert_close(layer.running_var, x.var(0), rtol=1e-10, atol=0.0)
+
+
+@pytest.mark.parametrize("shape, normalized_ndim", [((8, 64), 1), ((4, 5, 6), 2), ((512, 1024), 1)], ids=str)
+def test_layernorm_fused_forward_is_the_formula(shape, normalized_ndim):
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(shape, dtype=torch.float64, generator=generator) * 2 + 5
+    weight = torch.randn(shape[-normalized_ndim:], dtype=torch.float64, generator=generator)
+    bias = torch.randn(shape[-normalized_ndim:], dtype=torch.float64, generator=generator)
+    dims = tuple(range(len(shape) - normalized_ndim, len(shape)))
+    expected = _formula(x, dims, 1e-5)[2] * weight + bias
+    got = LayerNormFunction.apply(x, normalized_ndim, weight, bias, 1e-5, True)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_batchnorm_function_with_statistics_hook_returns_the_output_alone():
+    x = torch.randn(16, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    seen = []
+    output = BatchNormFunction.apply(x, None, None, 1e-5, lambda input, mean, var: seen.append((mean, var)))
+    output_b, mean, var = BatchNormFunction.apply(x, None, None, 1e-5)
+    assert isinstance(output, torch.Tensor)
+    torch.testing.assert_close(output, output_b, rtol=0, atol=0)
+    torch.testing.assert_close(seen[0][0], mean, rtol=0, atol=0)
+    torch.testing.assert_close(seen[0][1], var, rtol=0, atol=0)
