@@ -8,7 +8,7 @@ import torch
 
 from normlab import layers
 from normlab.layers import BatchNormFunction, LayerNormFunction
-from normlab.layers._common import _batch_mean_var
+from normlab.layers._common import _fused_batch_mean_var
 
 
 def _formula(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[torch.Tensor, ...]:
@@ -17,12 +17,30 @@ def _formula(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[torch.
     return mean, var, (x - mean) / torch.sqrt(var + eps)
 
 
-@pytest.mark.parametrize("shape", [(8, 5), (512, 1024), (4, 3, 6), (2, 3, 4, 5)], ids=str)
-def test_batch_mean_var_is_the_two_pass_formula(shape):
+@pytest.mark.parametrize("shape", [(8, 5), (512, 1024)], ids=str)
+def test_fused_batch_mean_var_is_the_two_pass_formula(shape):
     x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 7
+    mean, var, _ = _formula(x, (0,), 0.0)
+    got_mean, got_var = _fused_batch_mean_var(x)
+    torch.testing.assert_close(got_mean, mean.flatten(), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(got_var, var.flatten(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 6), (2, 3, 4, 5), (0, 3)], ids=str)
+def test_fused_batch_mean_var_leaves_other_shapes_to_the_formula(shape):
+    assert _fused_batch_mean_var(torch.randn(shape)) is None
+
+
+@pytest.mark.parametrize("shape", [(8, 5), (4, 3, 6), (2, 3, 4, 5)], ids=str)
+def test_batchnorm_function_is_the_formula(shape):
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(shape, dtype=torch.float64, generator=generator) * 3 + 7
+    weight, bias = torch.randn(2, shape[1], dtype=torch.float64, generator=generator)
     dims = (0,) + tuple(range(2, len(shape)))
-    mean, var, _ = _formula(x, dims, 0.0)
-    got_mean, got_var = _batch_mean_var(x)
+    mean, var, xhat = _formula(x, dims, 1e-5)
+    view = (-1,) + (1,) * (len(shape) - 2)
+    output, got_mean, got_var = BatchNormFunction.apply(x, weight, bias, 1e-5)
+    torch.testing.assert_close(output, xhat * weight.view(view) + bias.view(view), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got_mean, mean.flatten(), rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(got_var, var.flatten(), rtol=1e-12, atol=1e-14)
 

@@ -4,7 +4,7 @@ r"""Helpers shared by the normalization layers' autograd Functions (``batchnorm`
   input, and the axes that batch statistics pool over.
 - :func:`_batch_sum`, :func:`_batch_mean`: per-channel sums and means over those axes, the fast
   way for the input's shape.
-- :func:`_batch_mean_var`: per-channel mean and biased variance, fused for (N, C) input.
+- :func:`_fused_batch_mean_var`: per-channel mean and biased variance of (N, C) input, fused.
 - :func:`_addcmul_per_channel`: shift + input · scale with per-channel vectors, in one or two passes.
 - :func:`refuse_second_derivatives`: the clear error for create_graph through a closed-form backward.
 """
@@ -61,23 +61,19 @@ def _batch_mean(tensor: Tensor, dims: tuple[int, ...]) -> Tensor:
     return tensor.mean(dims)
 
 
-def _batch_mean_var(input: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and biased variance of (N, C, \\*) input over the batch and spatial axes.
+def _fused_batch_mean_var(input: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Per-channel mean and biased variance of (N, C) input from torch's fused kernel, or None.
 
-    For (N, C) input in float32 or float64, torch's fused ``batch_norm_update_stats`` (without
-    running estimates: it only computes) returns both from one read of the input, accumulating
-    in float64: 2.5 µs at 8×64 against 8 µs for the ops below, 55 µs against 150 µs at 512×1024.
-    Otherwise (and for an empty batch, which that kernel refuses) two passes of the textbook
-    formula, mean((x − mean)²): no cancellation; for (N, C, H, W) input they are as fast as
-    torch's kernel at 8×16×8×8 and faster at 32×64×32×32 (torch's: 2.4 ms).
+    For (N, C) input in float32 or float64, ``torch.batch_norm_update_stats`` (without running
+    estimates: it only computes) returns both from one read of the input, accumulating in
+    float64: 2.5 µs at 8×64 against 8 µs for mean, x − mean, its square and their mean;
+    55 µs against 150 µs at 512×1024. None otherwise (and for an empty batch, which that kernel
+    refuses): for (N, C, H, W) input the two-pass textbook formula is as fast at 8×16×8×8 and
+    faster at 32×64×32×32 (torch's kernel: 2.4 ms).
     """
-    ndim = input.dim()
-    if ndim == 2 and input.dtype in (torch.float32, torch.float64) and input.numel():
+    if input.dim() == 2 and input.dtype in (torch.float32, torch.float64) and input.numel():
         return torch.batch_norm_update_stats(input, None, None, 0.0)
-    dims = _reduction_dims(ndim)
-    mean = _batch_mean(input, dims)
-    centred = input - _channel_view(mean, ndim)
-    return mean, _batch_mean(centred.square_(), dims)
+    return None
 
 
 def _addcmul_per_channel(shift: Tensor, input: Tensor, scale: Tensor, out: Tensor | None = None) -> Tensor:

@@ -32,9 +32,10 @@ from torch import Tensor, nn
 from normlab.layers._affine import register_affine, reset_affine
 from normlab.layers._common import (  # refuse_second_derivatives is also imported from here by other layers
     _addcmul_per_channel,
-    _batch_mean_var,
+    _batch_mean,
     _batch_sum,
     _channel_view,
+    _fused_batch_mean_var,
     _reduction_dims,
     refuse_second_derivatives,
 )
@@ -55,7 +56,7 @@ class BatchNormFunction(torch.autograd.Function):
     ``output`` alone (the modules update their running estimates this way: every extra
     output of an autograd Function costs a few µs per call, as much as two small ops).
     For (N, C) input the mean and variance come from torch's fused statistics kernel
-    (:func:`~normlab.layers._common._batch_mean_var`), x̂ and y from equations (3)–(4).
+    (:func:`~normlab.layers._common._fused_batch_mean_var`), x̂ and y from equations (3)–(4).
 
     The backward pass does not differentiate through the graph of the forward; it
     implements the closed form, summing over the batch and spatial axes:
@@ -79,16 +80,23 @@ class BatchNormFunction(torch.autograd.Function):
         on_statistics: Callable[[Tensor, Tensor, Tensor], None] | None = None,
     ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         ndim = input.dim()
-        mean, var = _batch_mean_var(input)  # (1), (2)
-        invstd = torch.rsqrt(var + eps)  # 1/σ
+        statistics = _fused_batch_mean_var(input)  # (1), (2) in one kernel for (N, C) input
+        mean = _batch_mean(input, _reduction_dims(ndim)) if statistics is None else statistics[0]  # (1)
         xhat = input - _channel_view(mean, ndim)  # x − mu; becomes xhat below
+        output = None  # the buffer that will hold y
+        if statistics is None:
+            output = torch.mul(xhat, xhat)  # (x − mu)²
+            var = _batch_mean(output, _reduction_dims(ndim))  # (2), two-pass: no cancellation
+        else:
+            var = statistics[1]
+        invstd = torch.rsqrt(var + eps)  # 1/σ
         xhat.mul_(_channel_view(invstd, ndim))  # (3)
         if weight is not None and bias is not None:
-            output = _addcmul_per_channel(bias, xhat, weight)  # (4)
+            output = _addcmul_per_channel(bias, xhat, weight, out=output)  # (4)
         elif weight is not None:
-            output = torch.mul(xhat, _channel_view(weight, ndim))
+            output = torch.mul(xhat, _channel_view(weight, ndim), out=output)
         elif bias is not None:
-            output = torch.add(xhat, _channel_view(bias, ndim))
+            output = torch.add(xhat, _channel_view(bias, ndim), out=output)
         else:
             output = xhat.clone()  # a copy, so an in-place op on y cannot change the saved xhat
         ctx.save_for_backward(xhat, invstd, weight)
