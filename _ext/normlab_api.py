@@ -450,4 +450,4 @@ def setup(app):
     app.connect("doctree-read", read_chapter, priority=400)
     app.connect("autodoc-process-docstring", process_docstring)
     app.connect("missing-reference", missing_reference)
-    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}

@@ -181,12 +181,18 @@ def _parse(source: str) -> ast.Module | None:
 
 
 def cell_usage(sources: list[str | None]) -> list[set[str]]:
-    """For each cell (None for a cell that is not code), the homes of the normlab objects its code uses."""
+    """For each cell (None for a cell that is not code), the homes of the normlab objects its code uses.
+
+    ``from normlab.layers import BatchNorm1d`` counts as a use in the importing cell only when no cell of the
+    chapter uses the name afterwards: the set-up cell at the top does not claim what later sections call."""
     aliases: dict[str, str] = {}
-    result: list[set[str]] = []
+    used_by_cell: list[set[str]] = []
+    imported_by_cell: list[set[str]] = []
     for source in sources:
         used: set[str] = set()
-        result.append(used)
+        imported: set[str] = set()
+        used_by_cell.append(used)
+        imported_by_cell.append(imported)
         tree = _parse(source) if source else None
         if tree is None:
             continue
@@ -205,13 +211,14 @@ def cell_usage(sources: list[str | None]) -> list[set[str]]:
                         continue
                     path = f"{node.module}.{alias.name}"
                     aliases[alias.asname or alias.name] = path
-                    used.update(_resolve(path))
+                    imported.update(_resolve(path))
         for node in ast.walk(tree):
             if isinstance(node, (ast.Name, ast.Attribute)) and isinstance(getattr(node, "ctx", None), ast.Load):
                 chain = _chain(node)
                 if chain and chain[0] in aliases:
                     used.update(_resolve(".".join([aliases[chain[0]]] + chain[1:])))
-    return result
+    anywhere = set().union(*used_by_cell) if used_by_cell else set()
+    return [used | (imported - anywhere) for used, imported in zip(used_by_cell, imported_by_cell)]
 
 
 _CODE_CELL_MD = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
