@@ -104,6 +104,16 @@ def read_chapter(app, doctree) -> None:
     top += section
 
 
+def forget_nested_documents(app, doctree) -> None:
+    """doctree-read: MyST parses ``{eval-rst}`` into a document of its own and moves the nodes over; each node
+    still points at that document, whose settings hold the whole build environment. Pickled with the page,
+    it made every API page's doctree 4 MB and every later build load them all (numbered figures walk every
+    doctree). The nodes point at their page's document instead."""
+    for node in doctree.findall(include_self=False):
+        if vars(node).get("_document") not in (None, doctree):
+            node.document = doctree
+
+
 def purge_doc(app, env, docname) -> None:
     getattr(env, "normlab_usage", {}).pop(docname, None)
 
@@ -448,6 +458,7 @@ def setup(app):
     app.connect("env-updated", api_pages_to_rewrite)
     # Before the collectors (priority 500) read the doctree, so the new section is in the page's contents.
     app.connect("doctree-read", read_chapter, priority=400)
+    app.connect("doctree-read", forget_nested_documents)
     app.connect("autodoc-process-docstring", process_docstring)
     app.connect("missing-reference", missing_reference)
-    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 3}
