@@ -10,16 +10,23 @@ Code -> chapter. Each API entry ends with "Used in": links to the chapter *secti
 stem (``02_batchnorm``) becomes a link to that chapter, and an equation label the chapters define
 (``eq-residual``) a reference to the equation, numbered as in the chapter.
 
-The API pages use the ``normlab-api`` directive (inside ``{eval-rst}``): it writes ``automodule`` with
-``:members:`` for a module, or for a package and every public submodule (``:recursive:``), leaving out the
-members documented under another module (``normlab_usage.home``), so each object has one entry and functions
-or modules added later appear by themselves. In docstrings, a short reference that Python's domain cannot
-place (``:class:`BatchNorm1d``` in ``normlab.layers``'s docstring) is resolved when exactly one documented
-normlab object ends with that name; anything else still warns.
+The API pages use the ``normlab-api`` directive (inside ``{eval-rst}``): a section per module, titled with its
+name, holding ``automodule`` with ``:members:``, for a module or for a package and every public submodule
+(``:recursive:``); members documented under another module (``normlab_usage.home``) are left out, so each
+object has one entry, and functions or submodules added later appear by themselves (a new top-level module
+must be named on a page: tests/test_api_reference.py says which).
+
+normlab's docstrings are plain text with some reST; :func:`prepare_docstring` makes reST read them as written
+(formula blocks, ``|x|``, ``(N, C, *spatial)``). References in them that Python's domain cannot place are
+resolved by :func:`missing_reference` when the name exists in normlab; a name that exists nowhere still warns.
+
+Changing this module or ``normlab_usage`` changes what pages hold without changing their sources: raise
+``env_version`` in :func:`setup` so that the next build reads every page again.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from pathlib import Path
@@ -33,9 +40,8 @@ from sphinx.util.docutils import SphinxDirective
 
 import normlab_usage as usage
 
+#: The chapters' last section; its id, "how-this-is-computed", is what tests/test_api_reference.py looks for.
 SECTION_TITLE = "How this is computed"
-SECTION_ID = "how-this-is-computed"
-API_INDEX = "chapters/api/index"
 
 
 class normlab_calls(nodes.General, nodes.Element):
@@ -170,8 +176,6 @@ class NormlabApi(SphinxDirective):
 
 
 def _has_all(modname: str) -> bool:
-    import importlib
-
     return getattr(importlib.import_module(modname), "__all__", None) is not None
 
 
@@ -319,7 +323,7 @@ class FillPlaceholders(SphinxPostTransform):
             if entry is None or entry.aliased:
                 continue
             owner = name.rsplit(".", 1)[0]
-            while owner not in objects or objects[owner].objtype != "module":
+            while "." in owner and (owner not in objects or objects[owner].objtype != "module"):
                 owner = owner.rsplit(".", 1)[0]
             by_module.setdefault(owner, []).append(name)
         if not by_module:
@@ -383,8 +387,6 @@ def _section_title(env, doc: str, anchor: str) -> str | None:
 
 def _attribute(path: list[str]):
     """The object at a dotted path below a module, or None."""
-    import importlib
-
     for i in range(len(path), 0, -1):
         try:
             obj = importlib.import_module(".".join(path[:i]))
