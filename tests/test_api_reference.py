@@ -188,7 +188,7 @@ def test_api_entries_link_back_to_the_sections_that_use_them(chapter: str) -> No
     expected = usage.chapter_usage(_source(chapter)).names
     entries = _api_entries()
     chapter_anchors = {tag["id"] for tag in _soup(chapter).select("[id]")}
-    for name in expected:
+    for name in (n for n in expected if n in entries):  # an entry that is missing fails the test above
         page = entries[name]
         dt = _soup(page).find("dt", id=name)
         used_in = dt.find_next_sibling("dd").find("p", class_="normlab-used-in")
