@@ -14,7 +14,9 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from normlab import student_edition
 from normlab.exercises import STRICT_ENV_VAR
 from normlab.student_edition import (
     _chapter_notebooks,
@@ -114,6 +116,21 @@ def test_student_site_page_contains_no_solution_text(path) -> None:
     assert "✓" not in raw, "a check shows the reference solution's verdict"
 
 
+def test_student_site_has_no_source_or_entries_of_the_reference_implementations() -> None:
+    """The book's site documents normlab.functional and normlab.exercises with their highlighted source; the
+    student site has neither (the API pages are left out, so viewcode writes no source pages for them)."""
+    book_modules = ROOT / "_build" / "html" / "_modules" / "normlab"
+    assert (book_modules / "functional.html").exists() and (book_modules / "exercises").is_dir()
+    student_modules = STUDENT_SITE / "_modules" / "normlab"
+    assert (student_modules / "layers").is_dir()  # the rest of the reference is there
+    assert not (student_modules / "functional.html").exists()
+    assert not (student_modules / "exercises").exists()
+    for page in student_edition.STUDENT_HIDDEN_API_PAGES:
+        assert not (STUDENT_SITE / f"{page}.html").exists()
+    for page in (STUDENT_SITE / "chapters").glob("*.html"):
+        assert "_modules/normlab/exercises" not in page.read_text(encoding="utf-8"), page.name
+
+
 def test_student_site_keeps_the_figures_and_numbers_of_the_book() -> None:
     page = (STUDENT_SITE / "chapters" / "02_batchnorm.html").read_text(encoding="utf-8")
     book = (ROOT / "_build" / "html" / "chapters" / "02_batchnorm.html").read_text(encoding="utf-8")
@@ -209,3 +226,16 @@ def test_a_solution_tagged_cell_outside_a_solution_is_refused() -> None:
     cell.metadata["tags"] = ["solution"]
     with pytest.raises(ValueError, match="outside every"):
         solution_regions(_notebook(cell))
+
+
+def test_student_toc_and_api_index_leave_out_the_reference_implementations() -> None:
+    """The student site documents neither normlab.functional nor normlab.exercises (their source is the answers)."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
+    assert set(student_edition.STUDENT_HIDDEN_API_PAGES) <= set(files)  # the pages exist in the book
+    kept = [entry["file"] for part in student_edition.student_toc(toc)["parts"] for entry in part["chapters"]]
+    assert kept == [name for name in files if name not in student_edition.STUDENT_HIDDEN_API_PAGES]
+    index = student_edition.student_api_index((ROOT / "chapters" / "api" / "index.md").read_text())
+    assert "{doc}`functional`" not in index and "{doc}`exercises`" not in index
+    assert "{doc}`layers`" in index and "leaves out `normlab.functional`" in index
+    assert index.index("leaves out") < index.index("```{eval-rst}")

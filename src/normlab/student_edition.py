@@ -10,7 +10,9 @@
   reads even when a student deletes cells.
 - ``_build/student/html``: the site built from those notebooks, with the main build's outputs
   (taken from its execution cache, so nothing is re-executed) on every cell but the stubs and
-  checks. It holds no solution text at all.
+  checks. It holds no solution text at all, and its API reference leaves out the pages of
+  ``normlab.functional`` and ``normlab.exercises`` (:data:`STUDENT_HIDDEN_API_PAGES`): their entries
+  and highlighted source are the reference implementations the checkers compare against.
 
 sphinx-exercise's ``hide_solutions`` option is not used: it fails on gated solutions.
 Used by instructors; described in README.md, section "Teaching with normbook".
@@ -36,6 +38,7 @@ from nbformat import NotebookNode
 from normlab.site import toc_documents
 
 __all__ = [
+    "STUDENT_HIDDEN_API_PAGES",
     "SolutionRegion",
     "build_student_site",
     "expected_checks",
@@ -50,6 +53,30 @@ _END = re.compile(r"^\s*```\{solution-end\}", re.MULTILINE)
 _EXERCISE = re.compile(r"```\{exercise-start\}\s*([^\n]*)\n:label:\s*(\S+)")
 _CHECK_IMPORT = re.compile(r"from\s+normlab\.exercises\s+import\s+(\w+)\s+as\s+check")
 _CHECK_CALL = re.compile(r"\bcheck\.(\w+)\(")
+
+
+#: API reference pages the student site leaves out: the NumPy reference passes (the answers to the coding
+#: exercises of chapters 02_batchnorm and 07_layernorm) and the checkers, whose source holds every reference.
+STUDENT_HIDDEN_API_PAGES = ("chapters/api/functional", "chapters/api/exercises")
+
+
+def student_toc(toc: dict) -> dict:
+    """The book's ``_toc.yml`` (as loaded) without :data:`STUDENT_HIDDEN_API_PAGES`."""
+    toc = copy.deepcopy(toc)
+    for part in toc.get("parts", []):
+        part["chapters"] = [entry for entry in part.get("chapters", [])
+                            if entry.get("file") not in STUDENT_HIDDEN_API_PAGES]
+    return toc
+
+
+def student_api_index(text: str) -> str:
+    """The API reference's index page without the bullets that link the hidden pages, and saying why."""
+    hidden = {page.rsplit("/", 1)[-1] for page in STUDENT_HIDDEN_API_PAGES}
+    lines = [line for line in text.splitlines()
+             if not any(line.startswith(f"- {{doc}}`{name}`") for name in hidden)]
+    note = ("The student edition leaves out `normlab.functional` and `normlab.exercises`: their code is the "
+            "reference the exercise checkers compare your answers with.")
+    return "\n".join(lines).replace("\n```{eval-rst}", f"\n{note}\n\n```{{eval-rst}}", 1) + "\n"
 
 
 @dataclass(frozen=True)
@@ -248,8 +275,14 @@ def build_student_site(root: Path, out: Path, quiet: bool = True, cache_dir: Pat
         shutil.rmtree(source)
     shutil.copytree(root / "chapters", source / "chapters",
                     ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-    for name in ("_toc.yml", "references.bib"):
-        shutil.copy2(root / name, source / name)
+    shutil.copy2(root / "references.bib", source / "references.bib")
+    toc = student_toc(yaml.safe_load((root / "_toc.yml").read_text()))
+    (source / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False, allow_unicode=True))
+    for page in STUDENT_HIDDEN_API_PAGES:
+        (source / f"{page}.md").unlink(missing_ok=True)
+    index = source / "chapters" / "api" / "index.md"
+    if index.exists():
+        index.write_text(student_api_index(index.read_text()))
     if (root / "_static").is_dir():
         shutil.copytree(root / "_static", source / "_static")
     config = yaml.safe_load((root / "_config.yml").read_text())
