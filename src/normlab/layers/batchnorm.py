@@ -37,6 +37,7 @@ from normlab.layers._common import (  # refuse_second_derivatives is also import
     _channel_view,
     _fused_batch_mean_var,
     _reduction_dims,
+    _use_gemv,
     refuse_second_derivatives,
 )
 
@@ -125,13 +126,22 @@ class BatchNormFunction(torch.autograd.Function):
         if need_input:
             inv_m = 1.0 / max(xhat.numel() // max(xhat.shape[1], 1), 1)  # 1/m, m values per channel (dx is
             # empty when m = 0)
-            # (5) in three passes over the dx buffer:
-            #   dy − xhat·mean(dy·xhat),  − mean(dy),  · γ/σ
-            grad_input = torch.addcmul(grad_output, xhat, _channel_view(grad_weight, ndim), value=-inv_m,
-                                       out=dy_xhat)
-            grad_input.sub_(_channel_view(grad_bias, ndim), alpha=inv_m)
             scale = invstd if weight is None else weight * invstd  # γ/σ
-            grad_input.mul_(_channel_view(scale, ndim))
+            if _use_gemv(xhat):
+                # large (N, C): (5) in two fused passes over the dx buffer, for three more
+                # per-channel ops (which cost more than the pass they save on small input):
+                #   γ/σ·dy − γ/σ·mean(dy),  − xhat·γ/σ·mean(dy·xhat)
+                coefficient = scale * -inv_m  # −γ/(σm)
+                grad_input = torch.addcmul(grad_bias * coefficient, grad_output, scale, out=dy_xhat)
+                grad_input.addcmul_(xhat, grad_weight * coefficient)
+            else:
+                # (5) in three passes over the dx buffer (with spatial axes, the shift and scale
+                # of dy above would take two passes themselves, see _addcmul_per_channel):
+                #   dy − xhat·mean(dy·xhat),  − mean(dy),  · γ/σ
+                grad_input = torch.addcmul(grad_output, xhat, _channel_view(grad_weight, ndim), value=-inv_m,
+                                           out=dy_xhat)
+                grad_input.sub_(_channel_view(grad_bias, ndim), alpha=inv_m)
+                grad_input.mul_(_channel_view(scale, ndim))
         return (
             grad_input,
             grad_weight if need_weight else None,
