@@ -58,12 +58,19 @@ _build/.normlab-sources: $(NORMLAB_SOURCES)
 	mkdir -p _build
 	touch $@
 
+# The book's Sphinx extensions (_ext/) shape every page (the API reference, its links): when one changes,
+# Sphinx's record of what it has read is stale, but the notebooks' outputs are not.
+_build/.ext-sources: $(wildcard _ext/*.py)
+	rm -rf _build/.doctrees
+	mkdir -p _build
+	touch $@
+
 # MathJax and the widget scripts, served by the site itself so that it works offline.
 _build/vendor/.stamp: tools/vendor-js tools/widgets-config.js | system-book
 	tools/vendor-js _build/vendor
 	touch $@
 
-book: $(INSTALLED) _build/.normlab-sources _build/vendor/.stamp
+book: $(INSTALLED) _build/.normlab-sources _build/.ext-sources _build/vendor/.stamp
 	$(BIN)/jupyter-book build -W -n --keep-going .
 
 # The student edition reuses the book's execution cache: nothing is executed twice.
