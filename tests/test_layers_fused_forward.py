@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from normlab import layers
-from normlab.layers import BatchNormFunction, LayerNormFunction
+from normlab.layers import BatchNormFunction, GroupNormFunction, LayerNormFunction
 from normlab.layers._common import _fused_batch_mean_var
 
 
@@ -74,3 +74,27 @@ def test_batchnorm_function_with_statistics_hook_returns_the_output_alone():
     torch.testing.assert_close(output, output_b, rtol=0, atol=0)
     torch.testing.assert_close(seen[0][0], mean, rtol=0, atol=0)
     torch.testing.assert_close(seen[0][1], var, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_groupnorm_fused_forward_and_backward_are_the_formula(affine):
+    generator = torch.Generator().manual_seed(5)
+    x = (torch.randn(3, 8, 4, 5, dtype=torch.float64, generator=generator) * 2 + 3).requires_grad_()
+    weight = torch.randn(8, dtype=torch.float64, generator=generator).requires_grad_() if affine else None
+    bias = torch.randn(8, dtype=torch.float64, generator=generator).requires_grad_() if affine else None
+    output = GroupNormFunction.apply(x, 4, weight, bias, 1e-5, False)
+    assert isinstance(output, torch.Tensor)
+    grouped = x.reshape(3, 4, -1)
+    mean, var, xhat = _formula(grouped, (-1,), 1e-5)
+    expected = xhat.view_as(x)
+    if affine:
+        expected = expected * weight.view(-1, 1, 1) + bias.view(-1, 1, 1)
+    torch.testing.assert_close(output, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(x)
+    inputs = (x, weight, bias) if affine else (x,)
+    ours = torch.autograd.grad(output, inputs, grad)
+    theirs = torch.autograd.grad(expected, inputs, grad)
+    for got, want in zip(ours, theirs):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    output_b, _, _ = GroupNormFunction.apply(x, 4, weight, bias, 1e-5)  # the unfused path, with statistics
+    torch.testing.assert_close(output_b, output, rtol=1e-12, atol=1e-12)

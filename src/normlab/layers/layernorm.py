@@ -195,7 +195,13 @@ class GroupNormFunction(torch.autograd.Function):
     channels and every spatial position, then applies the per-channel ``weight`` and
     ``bias`` (either may be ``None``). Returns ``(output, mean, var)``; ``mean`` and ``var``
     are the (N, G) statistics, biased variance, returned without gradient (InstanceNorm uses
-    them to update running estimates).
+    them to update running estimates); it saves x̂, 1/σ and γ for the backward.
+
+    With a sixth argument ``statistics=False`` it returns ``output`` alone (every extra output
+    of an autograd Function costs a few µs per call), and for float32 and float64 input the
+    forward is torch's fused group-norm kernel (``torch.native_group_norm``), equations
+    (1)–(4) in one call: it then saves x, mu, 1/σ and γ, and the backward recomputes
+    x̂ = (x − mu)·1/σ from them (two passes, fewer than the forward saves).
 
     The backward pass is equation (5) per group, with :math:`\hat{g} = dy\,\gamma` per channel;
     :math:`\partial L/\partial\gamma = \sum dy\,\hat{x}`, :math:`\partial L/\partial\beta =
@@ -206,8 +212,18 @@ class GroupNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, input: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        ctx: Any, input: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float,
+        statistics: bool = True,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        ctx.set_materialize_grads(False)
+        if not statistics and input.numel() and input.dtype in (torch.float32, torch.float64):
+            # y from torch's fused group-norm kernel: (1)–(4) in one call, which returns the
+            # (N, G) mean and 1/σ too. The backward recomputes xhat = (x − mu)/σ from them.
+            batch, channels = input.shape[0], input.shape[1]
+            output, mean, invstd = torch.native_group_norm(input, weight, bias, batch, channels,
+                                                           input.numel() // (batch * channels), num_groups, eps)
+            ctx.save_for_backward(input, mean, invstd, weight)
+            return output
         grouped = input.reshape(input.shape[0], num_groups, math.prod(input.shape[1:]) // num_groups)
         xhat, mean, var, invstd = _normalize(grouped, True, eps)
         xhat = xhat.view(input.shape)
@@ -220,19 +236,27 @@ class GroupNormFunction(torch.autograd.Function):
         else:
             output = xhat.clone()
         ctx.save_for_backward(xhat, invstd, weight)
+        if not statistics:
+            return output
         ctx.mark_non_differentiable(mean, var)
-        ctx.set_materialize_grads(False)
         return output, mean.squeeze(-1), var.squeeze(-1)
 
     @staticmethod
     def backward(
-        ctx: Any, grad_output: Tensor | None, _grad_mean: Tensor | None, _grad_var: Tensor | None
-    ) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None]:
+        ctx: Any, grad_output: Tensor | None, *_grad_mean_var: Tensor | None
+    ) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None, None]:
         if grad_output is None:
-            return None, None, None, None, None
-        xhat, invstd, weight = ctx.saved_tensors  # invstd: (N, G, 1)
-        need_input, _, need_weight, need_bias, _ = ctx.needs_input_grad
+            return None, None, None, None, None, None
+        saved = ctx.saved_tensors
+        need_input, _, need_weight, need_bias = ctx.needs_input_grad[:4]
         refuse_second_derivatives("normlab's GroupNorm", "torch.nn.GroupNorm", need_input)
+        if len(saved) == 4:  # x, mu and 1/σ from the fused forward: xhat = (x − mu)·1/σ   (3)
+            input, mean, invstd, weight = saved
+            invstd = invstd.unsqueeze(-1)  # (N, G, 1)
+            grouped = input.reshape(input.shape[0], invstd.shape[1], -1)
+            xhat = torch.sub(grouped, mean.unsqueeze(-1)).mul_(invstd).view(input.shape)
+        else:
+            xhat, invstd, weight = saved  # invstd: (N, G, 1)
         batch, groups, channels = xhat.shape[0], invstd.shape[1], xhat.shape[1]
         # (N, G, C/G, S): example, group, channel in the group, spatial position. The sums
         # over S are over contiguous memory; everything per channel or per group is small.
@@ -259,7 +283,7 @@ class GroupNormFunction(torch.autograd.Function):
             grad_input = torch.mul(dy, scale.unsqueeze(-1), out=dy_xhat)
             grad_input.addcmul_(xh, mean_gx.unsqueeze(-1), value=-inv_n)
             grad_input = grad_input.sub_(mean_g.unsqueeze(-1), alpha=inv_n).view(xhat.shape)
-        return grad_input, None, grad_weight, grad_bias, None
+        return grad_input, None, grad_weight, grad_bias, None, None
 
 
 def _as_shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -468,8 +492,7 @@ class GroupNorm(nn.Module):
                 f"{tuple(input.shape)} with {input.shape[1]} channels in dimension 1. Build it with "
                 f"num_channels={input.shape[1]}, or put the channels in dimension 1 (N, C, ...)."
             )
-        output, _, _ = GroupNormFunction.apply(input, self.num_groups, self.weight, self.bias, self.eps)
-        return output
+        return GroupNormFunction.apply(input, self.num_groups, self.weight, self.bias, self.eps, False)
 
     def extra_repr(self) -> str:
         return (
@@ -536,12 +559,13 @@ class _InstanceNorm(_BatchNorm):
                 f"statistics; got input of shape {tuple(input.shape)}. Use a longer input, or "
                 "track_running_stats=True and eval()."
             )
+        if not (self.training and self.track_running_stats and self.momentum is not None):
+            return GroupNormFunction.apply(input, input.shape[1], self.weight, self.bias, self.eps, False)
         output, mean, var = GroupNormFunction.apply(input, input.shape[1], self.weight, self.bias, self.eps)
-        if self.training and self.track_running_stats and self.momentum is not None:
-            m = math.prod(input.shape[2:])
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.mean(0), self.momentum)
-                self.running_var.lerp_((var * (m / (m - 1))).mean(0), self.momentum)
+        m = math.prod(input.shape[2:])
+        with torch.no_grad():
+            self.running_mean.lerp_(mean.mean(0), self.momentum)
+            self.running_var.lerp_((var * (m / (m - 1))).mean(0), self.momentum)
         return output
 
 
