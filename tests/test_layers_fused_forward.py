@@ -98,3 +98,32 @@ def test_groupnorm_fused_forward_and_backward_are_the_formula(affine):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     output_b, _, _ = GroupNormFunction.apply(x, 4, weight, bias, 1e-5)  # the unfused path, with statistics
     torch.testing.assert_close(output_b, output, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("shape", [(8, 4), (4, 4, 3, 3)], ids=str)
+def test_small_batches_take_the_fused_step_with_the_same_running_estimates(momentum, shape):
+    layer = (layers.BatchNorm1d if len(shape) == 2 else layers.BatchNorm2d)(4, momentum=momentum, dtype=torch.float64)
+    assert layer._fusable(torch.zeros(shape, dtype=torch.float64))
+    generator = torch.Generator().manual_seed(6)
+    running_mean, running_var = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    dims = (0,) + tuple(range(2, len(shape)))
+    for step in range(1, 4):
+        x = torch.randn(shape, dtype=torch.float64, generator=generator) * step + step
+        output = layer(x)
+        rate = 1.0 / step if momentum is None else momentum
+        running_mean = (1 - rate) * running_mean + rate * x.mean(dims)
+        running_var = (1 - rate) * running_var + rate * x.var(dims, correction=1)
+        torch.testing.assert_close(output, _formula(x, dims, 1e-5)[2], rtol=1e-12, atol=1e-12)
+    assert int(layer.num_batches_tracked) == 3
+    torch.testing.assert_close(layer.running_mean, running_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.running_var, running_var, rtol=1e-12, atol=1e-12)
+
+
+def test_running_estimates_already_non_finite_are_left_to_the_unfused_step():
+    """The guard of the fused step tests the running estimates after the kernel; estimates that
+    were already NaN (loaded so) are not the batch's fault: no error, as without the fused step."""
+    layer = layers.BatchNorm1d(3)
+    layer.running_mean[1] = float("nan")
+    layer(torch.randn(8, 3))
+    assert int(layer.num_batches_tracked) == 1 and torch.isnan(layer.running_mean[1])

@@ -238,8 +238,10 @@ def _world_of_one(rank, world_size):
 
 
 def test_world_of_one_process_is_batchnorm():
+    # to rounding, not bitwise: BatchNorm1d takes a small batch through torch's fused kernel,
+    # SyncBatchNorm through BatchNormFunction's ops (1e-12, as against torch below)
     with Workers(1, timeout=60) as one:
-        assert max(one.run(_world_of_one)[0]) == 0.0
+        assert max(one.run(_world_of_one)[0]) <= 1e-12
 
 
 # ------------------------------------------------------------------ without a process group

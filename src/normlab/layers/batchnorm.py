@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from normlab.layers._affine import register_affine, reset_affine
 from normlab.layers._common import (  # refuse_second_derivatives is also imported from here by other layers
+    _GEMV_MIN_NUMEL,
     _addcmul_per_channel,
     _batch_mean,
     _batch_sum,
@@ -59,6 +60,14 @@ class BatchNormFunction(torch.autograd.Function):
     For (N, C) input the mean and variance come from torch's fused statistics kernel
     (:func:`~normlab.layers._common._fused_batch_mean_var`), x̂ and y from equations (3)–(4).
 
+    With a sixth argument ``running = (running_mean, running_var, momentum)`` the forward is
+    one fused kernel instead (``torch.native_batch_norm``): equations (1)–(4), and the running
+    estimates moved in place towards the batch mean and unbiased variance, accumulated in
+    float64; it returns ``output`` alone. The modules take this path for small batches,
+    whose cost is the number of ops, and guard the running estimates against a non-finite
+    batch themselves (:meth:`_BatchNorm._fused_training_step`). It saves x, mu, 1/σ and γ,
+    and the backward recomputes x̂ = (x − mu)·1/σ (two small ops) before the closed form.
+
     The backward pass does not differentiate through the graph of the forward; it
     implements the closed form, summing over the batch and spatial axes:
 
@@ -69,7 +78,7 @@ class BatchNormFunction(torch.autograd.Function):
         \frac{\partial L}{\partial \gamma} = \sum dy\,\hat{x}, \qquad
         \frac{\partial L}{\partial \beta} = \sum dy.
 
-    It saves x̂ and 1/σ (and γ) for the backward, nothing else. First derivatives
+    Otherwise it saves x̂ and 1/σ (and γ) for the backward, nothing else. First derivatives
     only: differentiating the backward again with respect to the input raises a
     RuntimeError (:func:`refuse_second_derivatives`) instead of a wrong answer.
     Derived in chapter ``02_batchnorm``.
@@ -79,7 +88,14 @@ class BatchNormFunction(torch.autograd.Function):
     def forward(
         ctx: Any, input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
         on_statistics: Callable[[Tensor, Tensor, Tensor], None] | None = None,
+        running: tuple[Tensor, Tensor, float] | None = None,
     ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        ctx.set_materialize_grads(False)
+        if running is not None:  # small batch: (1)–(4) and the running estimates in one kernel
+            output, mean, invstd = torch.native_batch_norm(input, weight, bias, running[0], running[1], True,
+                                                           running[2], eps)
+            ctx.save_for_backward(input, mean, invstd, weight)
+            return output
         ndim = input.dim()
         statistics = _fused_batch_mean_var(input)  # (1), (2) in one kernel for (N, C) input
         mean = _batch_mean(input, _reduction_dims(ndim)) if statistics is None else statistics[0]  # (1)
@@ -101,7 +117,6 @@ class BatchNormFunction(torch.autograd.Function):
         else:
             output = xhat.clone()  # a copy, so an in-place op on y cannot change the saved xhat
         ctx.save_for_backward(xhat, invstd, weight)
-        ctx.set_materialize_grads(False)
         if on_statistics is not None:  # one output: each extra output of a Function costs a few µs
             on_statistics(input, mean, var)
             return output
@@ -113,12 +128,18 @@ class BatchNormFunction(torch.autograd.Function):
         ctx: Any, grad_output: Tensor | None, *_grad_mean_var: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
         if grad_output is None:
-            return None, None, None, None, None
-        xhat, invstd, weight = ctx.saved_tensors
-        ndim = xhat.dim()
-        dims = _reduction_dims(ndim)
+            return (None,) * len(ctx.needs_input_grad)
+        saved = ctx.saved_tensors
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         refuse_second_derivatives("normlab's BatchNorm", "torch.nn.BatchNorm1d/2d", need_input)
+        if len(saved) == 4:  # x, mu and 1/σ from the fused forward: xhat = (x − mu)·1/σ     (3)
+            input, mean, invstd, weight = saved
+            ndim = input.dim()
+            xhat = torch.sub(input, _channel_view(mean, ndim)).mul_(_channel_view(invstd, ndim))
+        else:
+            xhat, invstd, weight = saved
+        ndim = xhat.dim()
+        dims = _reduction_dims(ndim)
         grad_bias = _batch_sum(grad_output, dims)  # Σ dy                                  (6)
         dy_xhat = torch.mul(grad_output, xhat)  # dy·xhat, in the buffer that will hold dx
         grad_weight = _batch_sum(dy_xhat, dims)  # Σ dy·xhat                               (6)
@@ -146,9 +167,7 @@ class BatchNormFunction(torch.autograd.Function):
             grad_input,
             grad_weight if need_weight else None,
             grad_bias if need_bias else None,
-            None,
-            None,
-        )
+        ) + (None,) * (len(ctx.needs_input_grad) - 3)
 
 
 class _BatchNorm(nn.Module):
@@ -239,9 +258,41 @@ class _BatchNorm(nn.Module):
             return self._normalize_with_running_stats(input)
         self._check_batch_size(input)
         if self.training and self.track_running_stats and self.running_mean is not None:
+            if self._fusable(input):
+                return self._fused_training_step(input)
             # the running estimates move inside the forward: the Function then has one output
             return BatchNormFunction.apply(input, self.weight, self.bias, self.eps, self._update_running_stats)
         output, _, _ = BatchNormFunction.apply(input, self.weight, self.bias, self.eps)
+        return output
+
+    def _fusable(self, input: Tensor) -> bool:
+        """Whether a training step may run through the fused forward of :class:`BatchNormFunction`: a small,
+        non-empty input (below the size from which the unfused forward is as fast: at
+        32×64×32×32 torch's kernel takes 2.4 ms, the unfused forward about 1.1 ms) of the
+        running estimates' floating type."""
+        return (0 < input.numel() < _GEMV_MIN_NUMEL and input.dtype == self.running_mean.dtype
+                and input.dtype in (torch.float32, torch.float64))
+
+    def _fused_training_step(self, input: Tensor) -> Tensor:
+        """Training mode through the fused forward of :class:`BatchNormFunction`, whose kernel moves the running
+        estimates itself. A NaN or Inf in the batch (or a variance that overflows) would poison
+        them; so they are copied first (two copies of C values), tested after (one dot product
+        and one read of one number), and if not finite restored, and the step rerun through
+        :class:`BatchNormFunction`, which raises the clear error when the batch is at fault."""
+        buffers = self._buffers  # a dict lookup each, not nn.Module.__getattr__
+        running_mean, running_var = buffers["running_mean"], buffers["running_var"]
+        num_batches_tracked = buffers["num_batches_tracked"]
+        momentum = self.momentum
+        if momentum is None:  # cumulative moving average, counting this batch
+            momentum = 1.0 / (float(num_batches_tracked) + 1.0)
+        mean_before, var_before = running_mean.clone(), running_var.clone()
+        output = BatchNormFunction.apply(input, self.weight, self.bias, self.eps, None,
+                                         (running_mean, running_var, momentum))
+        if not math.isfinite(torch.dot(running_mean, running_var).item()):
+            running_mean.copy_(mean_before)
+            running_var.copy_(var_before)
+            return BatchNormFunction.apply(input, self.weight, self.bias, self.eps, self._update_running_stats)
+        num_batches_tracked.add_(1)
         return output
 
     def _normalize_with_running_stats(self, input: Tensor) -> Tensor:
