@@ -174,7 +174,7 @@ class LayerNormFunction(torch.autograd.Function):
                 gamma = weight.view(-1, 1)
                 sum_g = torch.matmul(dy, gamma) if center else None
                 sum_gx = torch.matmul(dy_xhat, gamma)
-                grad_input = torch.mul(dy, gamma.view(-1), out=dy_xhat)  # ĝ
+                grad_input = torch.mul(dy, gamma.view(-1) if flattened else weight, out=dy_xhat)  # ĝ
             # (5) in place: ĝ − xhat·mean(ĝ·xhat) − mean(ĝ), then · 1/σ
             grad_input.addcmul_(xh, sum_gx, value=-inv_n)
             if center:
