@@ -17,6 +17,10 @@ spatial position), with the names used in ``normlab.functional``:
     dx = γ/σ · (dy − mean(dy) − xhat · mean(dy · xhat)),   σ = √(var + ε)   (5)
     dγ = Σ dy · xhat,   dβ = Σ dy                                            (6)
 
+For speed the forward takes (1)–(2), or for small training batches (1)–(4) and the running
+estimates, from torch's fused CPU kernels (see :class:`BatchNormFunction`); the backward,
+(5)–(6), is always the closed form written here.
+
 Chapter ``02_batchnorm``.
 """
 

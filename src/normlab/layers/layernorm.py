@@ -22,6 +22,10 @@ position for GroupNorm; one channel and every spatial position for InstanceNorm)
          (RMSNorm drops the − mean(ĝ): there is no mean to move)
     dγ = Σ dy · xhat,   dβ = Σ dy     over every axis γ does not have       (6)
 
+For speed LayerNorm's forward takes (1)–(3), and GroupNorm's (1)–(4), from torch's fused CPU
+kernels (see :class:`LayerNormFunction`, :class:`GroupNormFunction`); the backward, (5)–(6),
+is always the closed form written here.
+
 Chapter ``07_layernorm``.
 """
 
