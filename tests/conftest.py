@@ -52,6 +52,11 @@ def pytest_collection_modifyitems(items):
 
 def _naming_setup(setup, stem):
     def named_setup():
+        # Only for the kernel's start: other code this worker runs later (grading a notebook, a test that
+        # calls glue) must not write into this notebook's record.
         os.environ["NORMLAB_NOTEBOOK"] = stem
-        setup()
+        try:
+            setup()
+        finally:
+            del os.environ["NORMLAB_NOTEBOOK"]
     return named_setup

@@ -51,10 +51,9 @@ def record_glue(name: str, value) -> None:
     notebook in ``$NORMLAB_NOTEBOOK``), and tests/after_notebooks/test_glue_reproducible.py compares the
     record with the values the book's build glued into the pages (issue: reproducible numbers).
     """
-    folder = os.environ.get(GLUE_RECORD_ENV)
-    if not folder:
+    folder, notebook = os.environ.get(GLUE_RECORD_ENV), os.environ.get(NOTEBOOK_ENV)
+    if not folder or not notebook:  # no record asked for, or not in a notebook that the record names
         return
-    notebook = os.environ.get(NOTEBOOK_ENV) or "unknown"
     path = Path(folder) / f"{notebook}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:

@@ -158,7 +158,7 @@ two_layer_gradient_ics = make_checker(Exercise(
     cases=_two_layer_cases,
     returns="Return np.array([‖G − G′‖, cos(G, G′)]), an array of shape (2,), for the second layer's weight W2.",
     hint=(
-        "Equation (4.4), `eq-ics-definition` (Definition 2.1), in section \"Objection 2: a gradient-based "
+        "Equation (4.5), `eq-ics-definition` (Definition 2.1), in section \"Objection 2: a gradient-based "
         "definition\", "
         "with i = 2: G is the gradient for W2 before the step, G′ the same gradient after the layers below W2 "
         "took their SGD step.",
