@@ -13,13 +13,13 @@ import re
 
 import pytest
 from test_browser import (  # noqa: F401  (fixtures)
-    AXE_ALLOWLIST,
     CONSOLE_ALLOWLIST,
     CUT_OFF_JS,
     PAST_THE_WINDOW_JS,
     SITE,
     WIDE_CONTENT,
     WIDTHS,
+    assert_no_serious_axe_violations,
     browser,
     server,
     visit,
@@ -46,12 +46,4 @@ def test_source_page_renders_fits_and_is_accessible(visit, server, name) -> None
         assert page_width <= width, (f"at {width} px ({device}) the page is {page_width} px wide; sticking out: "
                                      f"{page.evaluate(PAST_THE_WINDOW_JS)[:5]}")
     page.set_viewport_size({"width": WIDTHS["desktop"], "height": 800})
-    page.add_script_tag(url=f"{server}/_vendor/axe-core/axe.min.js")
-    violations = page.evaluate(
-        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-        ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
-        ".map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.length,"
-        "            where: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))")
-    found = [v for v in violations if v["id"] not in AXE_ALLOWLIST]
-    assert not found, "accessibility violations:\n" + "\n".join(
-        f"  {v['impact']} {v['id']} ({v['help']}): {v['nodes']} elements, e.g. {v['where']}" for v in found)
+    assert_no_serious_axe_violations(page, server)

@@ -368,6 +368,12 @@ def test_page_has_no_serious_accessibility_violations(visit, server, name) -> No
     if page.locator("span.math, div.math").count():
         _wait_for_math(page)
     _wait_for_widgets(page)
+    assert_no_serious_axe_violations(page, server)
+
+
+def assert_no_serious_axe_violations(page, server) -> None:
+    """Run axe-core (served by the site itself) on the page; fail naming each serious or critical violation
+    that AXE_ALLOWLIST does not excuse. Also used by test_api_reference_browser.py."""
     page.add_script_tag(url=f"{server}/_vendor/axe-core/axe.min.js")
     violations = page.evaluate(
         "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
