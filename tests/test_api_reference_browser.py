@@ -14,11 +14,9 @@ import re
 import pytest
 from test_browser import (  # noqa: F401  (fixtures)
     CONSOLE_ALLOWLIST,
-    CUT_OFF_JS,
-    PAST_THE_WINDOW_JS,
     SITE,
-    WIDE_CONTENT,
     WIDTHS,
+    assert_fits_every_width,
     assert_no_serious_axe_violations,
     browser,
     server,
@@ -38,12 +36,6 @@ def test_source_page_renders_fits_and_is_accessible(visit, server, name) -> None
     assert not external, f"the page requested the network: {external[:5]}"
     unexplained = [e for e in errors if not any(re.search(p, e) for p in CONSOLE_ALLOWLIST)]
     assert not unexplained, f"console errors: {unexplained[:5]}"
-    for device, width in WIDTHS.items():
-        page.set_viewport_size({"width": width, "height": 800})
-        cut = page.evaluate(CUT_OFF_JS, WIDE_CONTENT)
-        assert not cut, f"at {width} px ({device}), {len(cut)} cut off: {cut[:5]}"
-        page_width = page.evaluate("() => document.documentElement.scrollWidth")
-        assert page_width <= width, (f"at {width} px ({device}) the page is {page_width} px wide; sticking out: "
-                                     f"{page.evaluate(PAST_THE_WINDOW_JS)[:5]}")
+    assert_fits_every_width(page)
     page.set_viewport_size({"width": WIDTHS["desktop"], "height": 800})
     assert_no_serious_axe_violations(page, server)

@@ -315,13 +315,7 @@ def test_nothing_is_cut_off_and_the_page_never_scrolls_sideways(visit, name) -> 
         _wait_for_math(page)
     _wait_for_widgets(page)
     page.evaluate(UNFOLD_JS)
-    for device, width in WIDTHS.items():
-        page.set_viewport_size({"width": width, "height": 800})
-        cut = page.evaluate(CUT_OFF_JS, WIDE_CONTENT)
-        assert not cut, f"at {width} px ({device}), {len(cut)} cut off: {cut[:5]}"
-        page_width = page.evaluate("() => document.documentElement.scrollWidth")
-        assert page_width <= width, (f"at {width} px ({device}) the page is {page_width} px wide; sticking out: "
-                                     f"{page.evaluate(PAST_THE_WINDOW_JS)[:5]}")
+    assert_fits_every_width(page)
     page.set_viewport_size({"width": PRINT_WIDTH_PX, "height": 1000})
     page.emulate_media(media="print")
     page.evaluate(PRINT_PREPARE_JS)
@@ -369,6 +363,18 @@ def test_page_has_no_serious_accessibility_violations(visit, server, name) -> No
         _wait_for_math(page)
     _wait_for_widgets(page)
     assert_no_serious_axe_violations(page, server)
+
+
+def assert_fits_every_width(page) -> None:
+    """At each of WIDTHS: no wide element is cut off (its content wider than its box with no scrollbar) and the
+    page does not scroll sideways. Also used by test_api_reference_browser.py."""
+    for device, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 800})
+        cut = page.evaluate(CUT_OFF_JS, WIDE_CONTENT)
+        assert not cut, f"at {width} px ({device}), {len(cut)} cut off: {cut[:5]}"
+        page_width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert page_width <= width, (f"at {width} px ({device}) the page is {page_width} px wide; sticking out: "
+                                     f"{page.evaluate(PAST_THE_WINDOW_JS)[:5]}")
 
 
 def assert_no_serious_axe_violations(page, server) -> None:
