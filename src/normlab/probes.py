@@ -11,6 +11,8 @@
 - :func:`wasserstein_1d` and :func:`earth_mover_ics`: Huang & Yu's Earth Mover (Wasserstein-1)
   measure of internal covariate shift, per unit, between a layer's input distribution before
   and after one SGD step, with two bounds that hold for any pair (:class:`EarthMoverICS`).
+- :func:`wasserstein_nd`: the same distance between two equal-size samples of vectors in R^d
+  (Euclidean ground cost), exactly, by an optimal assignment.
 - :func:`in_mode`: a context manager that puts a model in train or eval mode and restores
   every submodule's flag afterwards; every probe measures inside it.
 
@@ -34,6 +36,7 @@ __all__ = [
     "EarthMoverICS",
     "earth_mover_ics",
     "wasserstein_1d",
+    "wasserstein_nd",
     "GradientICS",
     "LayerStats",
     "gradient_ics",
@@ -556,6 +559,51 @@ def wasserstein_1d(u: np.ndarray | Tensor, v: np.ndarray | Tensor) -> float:
     cdf_u = np.searchsorted(u, grid[:-1], side="right") / u.size
     cdf_v = np.searchsorted(v, grid[:-1], side="right") / v.size
     return float(np.sum(np.abs(cdf_u - cdf_v) * widths))
+
+
+def _as_points(a: np.ndarray | Tensor, name: str) -> np.ndarray:
+    """``a`` as a float64 (n, d) array: one row per sample point (a 1-D array is n points in R^1)."""
+    a = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name} must be an (n, d) array of n >= 1 points in R^d with d >= 1; "
+                         f"got shape {a.shape}.")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite values; W1 is not defined for them.")
+    return a
+
+
+def wasserstein_nd(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
+    """Wasserstein-1 (Earth Mover) distance between two empirical distributions in R^d, Euclidean cost.
+
+    ``a`` and ``b`` hold n points each, shape (n, d) (a 1-D array is n points on the line),
+    every point with weight 1/n:
+
+        W₁(P, Q) = min over transport plans π of Σ_ik π_ik ‖a_i − b_k‖₂.
+
+    For two uniform measures of the same size the set of plans is n⁻¹ times the doubly
+    stochastic matrices, whose extreme points are the permutation matrices (Birkhoff), and a
+    linear cost is minimized at an extreme point: so W₁ = min over permutations σ of
+    (1/n) Σ_i ‖a_i − b_σ(i)‖, which ``scipy.optimize.linear_sum_assignment`` solves exactly
+    (O(n³); n of a few hundred takes milliseconds). For d = 1 it equals :func:`wasserstein_1d`.
+    Samples of different sizes are refused (a plan then splits mass and is not a permutation).
+    Used in chapter ``04_internal_covariate_shift`` (section on the bounds in d dimensions).
+    """
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    a, b = _as_points(a, "a"), _as_points(b, "b")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"wasserstein_nd needs the same number of points in both samples (uniform weights, so an "
+                         f"optimal plan is a permutation); got {a.shape[0]} and {b.shape[0]}. For 1-D samples of "
+                         f"different sizes use wasserstein_1d.")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"the two samples must live in the same space; got points of dimension {a.shape[1]} "
+                         f"and {b.shape[1]}.")
+    cost = cdist(a, b)                                   # ‖a_i − b_k‖₂ for every pair
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].mean())
 
 
 @dataclass(frozen=True)
