@@ -54,7 +54,7 @@ $(INSTALLED): requirements.txt pyproject.toml | system-python
 # the cache is stale: throw it away, and Sphinx's record of what it has read, so the
 # build re-reads and re-executes every notebook.
 _build/.normlab-sources: $(NORMLAB_SOURCES)
-	rm -rf _build/.jupyter_cache _build/.doctrees
+	rm -rf _build/.jupyter_cache _build/.doctrees _build/notebook-times.json
 	mkdir -p _build
 	touch $@
 
@@ -70,7 +70,10 @@ _build/vendor/.stamp: tools/vendor-js tools/widgets-config.js | system-book
 	tools/vendor-js _build/vendor
 	touch $@
 
+# The build executes notebooks one at a time; tools/execute-notebooks first fills the same cache two at a
+# time (one per core) and records each notebook's time and memory for benchmarks/notebooks.py.
 book: $(INSTALLED) _build/.normlab-sources _build/.ext-sources _build/vendor/.stamp
+	$(BIN)/python tools/execute-notebooks
 	$(BIN)/jupyter-book build -W -n --keep-going .
 
 # The student edition reuses the book's execution cache: nothing is executed twice.

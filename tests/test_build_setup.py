@@ -20,6 +20,39 @@ def test_changing_normlab_makes_the_build_reexecute_every_notebook():
     assert re.search(r"rm -rf .*_build/\.doctrees", commands)
 
 
+def test_notebooks_are_executed_two_at_a_time_into_the_cache_the_build_reads():
+    # tools/execute-notebooks runs before jupyter-book, and the times it records go with the cache
+    commands = dry_run("-W", "src/normlab/quadratic.py", "book").splitlines()
+    execute = next(i for i, line in enumerate(commands) if "tools/execute-notebooks" in line)
+    build = next(i for i, line in enumerate(commands) if "jupyter-book build" in line)
+    assert execute < build
+    assert any(re.search(r"rm -rf .*_build/notebook-times\.json", line) for line in commands)
+
+
+def test_execute_notebooks_matches_the_builds_cache_key(tmp_path):
+    """A notebook executed by tools/execute-notebooks is found by myst-nb's lookup (the same hash), so
+    the build merges its outputs instead of executing it again."""
+    import json
+    import sys
+
+    import nbformat
+    from jupyter_cache import get_cache
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                            "language": "python"}})
+    nb.cells = [nbformat.v4.new_markdown_cell("# A page"), nbformat.v4.new_code_cell("x = 6 * 7\nprint(x)")]
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nb, path)
+    cache, times = tmp_path / "cache", tmp_path / "times.json"
+    subprocess.run([sys.executable, str(ROOT / "tools/execute-notebooks"), "--cache", str(cache), "--times",
+                    str(times), "--jobs", "1", str(path)], check=True, capture_output=True, text=True)
+    record = get_cache(str(cache)).match_cache_notebook(nbformat.read(path, as_version=4))  # KeyError if not
+    assert record.data["execution_seconds"] > 0
+    _, merged = get_cache(str(cache)).merge_match_into_notebook(nbformat.read(path, as_version=4))
+    assert merged.cells[1].outputs[0]["text"] == "42\n"
+    assert json.loads(times.read_text())["page.ipynb"]["peak_mib"] > 0
+
+
 def test_book_build_treats_warnings_as_errors():
     commands = dry_run("-W", "src/normlab/quadratic.py", "book")
     assert re.search(r"jupyter-book build -W -n --keep-going", commands)
