@@ -28,6 +28,13 @@ with plain minibatch SGD, batch 60:
 - :func:`unitization_earth_mover`: the same measurement with Huang & Yu's unitization layer
   (:class:`normlab.layers.Unitization1d`) in place of BN, α learned from 0 or held at 1.
   Claims: :func:`learned_unitization_is_bn_like`, :func:`full_unitization_trades_training`.
+- :func:`earth_mover_bounds_by_width`: the Earth Mover ICS of a whole layer (points in R^d,
+  :func:`normlab.probes.wasserstein_nd`) across one SGD step, for last-layer widths d from 4
+  to 256, with BN, BN followed by Gaussian noise, and unitization at α = 1, and the lower and
+  upper bounds that chapter 04_internal_covariate_shift derives (our derivation, of the kind
+  Huang & Yu's abstract describes). Claims: :func:`earth_mover_d_bounds_hold`,
+  :func:`bn_bound_grows_with_width`, :func:`noise_sets_a_floor`,
+  :func:`noise_drives_the_lower_bound`, :func:`unitization_bound_is_width_free`.
 
 Two more experiments of the chapter have modules of their own:
 :mod:`normlab.experiments.outside_gradient` (BN with its batch statistics detached from the
@@ -42,6 +49,7 @@ measured and the threshold, written once, as the claim's default.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -49,7 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from normlab import data, models, train
+from normlab import data, models, probes, train
 from normlab.experiments._common import (
     HIDDEN,
     Claim,
@@ -69,6 +77,15 @@ __all__ = [
     "earth_mover_bounds_hold",
     "earth_mover_ics_over_training",
     "UnitizationRecord",
+    "BOUND_NETWORKS",
+    "EarthMoverBoundsRecord",
+    "bn_bound_grows_with_width",
+    "earth_mover_bounds_by_width",
+    "earth_mover_bounds_run",
+    "earth_mover_d_bounds_hold",
+    "noise_drives_the_lower_bound",
+    "noise_sets_a_floor",
+    "unitization_bound_is_width_free",
     "full_unitization_trades_training",
     "learned_unitization_is_bn_like",
     "unitization_earth_mover",
@@ -681,3 +698,290 @@ def full_unitization_trades_training(unit: UnitizationRecord, bn: EarthMoverReco
     loss = unit.em.train_loss / bn.train_loss
     return Claim(holds=bool(w1 <= w1_at_most and loss >= loss_factor), measured=(w1, loss),
                  threshold=(w1_at_most, loss_factor))
+
+
+# ----------------------------------------------------------------------------
+# 6. Bounds on the Earth Mover ICS of a whole layer, in d dimensions
+
+
+#: The three networks of :func:`earth_mover_bounds_by_width`: BN, BN followed by Gaussian noise, unitization at α = 1.
+BOUND_NETWORKS = ("batch", "noisy_batch", "unitization")
+
+
+class _GaussianNoise(nn.Module):
+    """Adds independent N(0, std²) noise to every value in training mode (a fresh draw per call); identity in eval."""
+
+    def __init__(self, std: float, generator: torch.Generator) -> None:
+        super().__init__()
+        self.std, self.generator = float(std), generator
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.std == 0:
+            return x
+        return x + self.std * torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
+
+
+@dataclass
+class EarthMoverBoundsRecord:
+    """The Earth Mover ICS of one layer's whole output (a point in R^d per example), with its bounds.
+
+    Each array has one entry per measurement (step 0 and every ``measure_every`` steps): the
+    measured layer's output on a fixed batch of ``measured_batch`` examples before (X) and after
+    (X′) one SGD step, the layer's (γ, β) before and (γ′, β′) after. Chapter
+    ``04_internal_covariate_shift`` derives the bounds (eq-ics-emd-d-lower to eq-ics-emd-d-unit).
+    """
+
+    network: str
+    width: int
+    #: s, the standard deviation of the noise after BN (0 for the networks without noise).
+    noise_std: float
+    measured_batch: int
+    steps: np.ndarray
+    #: W₁(P, P′) in R^d, exactly (:func:`normlab.probes.wasserstein_nd`).
+    distance: np.ndarray
+    #: lower bound (ics-emd-d-lower), f(x) = ⟨u, x⟩: ‖mean X − mean X′‖.
+    mean_shift: np.ndarray
+    #: lower bound (ics-emd-d-lower), f(x) = ‖x − c‖ with c = mean X: |E‖X − c‖ − E‖X′ − c‖|.
+    norm_shift: np.ndarray
+    #: lower bound (ics-emd-d-lower), f(x) = x_j: the largest per-unit W₁ (the measure of eq-ics-emd).
+    unit_max: np.ndarray
+    #: upper bound: the cost of the same-example plan, mean_i ‖x_i − x′_i‖.
+    same_example: np.ndarray
+    #: upper bound (ics-emd-d-upper), the independent plan: √(tr Σ + tr Σ′ + ‖μ − μ′‖²), batch moments.
+    independent: np.ndarray
+    #: the bound from the parameters alone: BN √(‖γ‖² + ‖γ′‖² + ‖β − β′‖² + 2 d s²) (ics-emd-d-bn);
+    #: unitization max|γ| + max|γ′| + ‖β − β′‖ (ics-emd-d-unit).
+    parameter_bound: np.ndarray
+    #: W₁ between two noise draws on the same batch with no step (0 without noise): the noise floor.
+    noise_floor: np.ndarray
+
+    @property
+    def lower(self) -> np.ndarray:
+        """The best of the three lower bounds, per measurement."""
+        return np.maximum(np.maximum(self.mean_shift, self.norm_shift), self.unit_max)
+
+
+def _bounds_network(network: str, width: int, noise_std: float, ds: data.Dataset, seed: int) -> nn.Sequential:
+    """The chapter's sigmoid MLP, 100 → 100 → ``width``: BN, BN + noise on the last layer, or unitization at α = 1."""
+    if network not in BOUND_NETWORKS:
+        raise ValueError(f"network must be one of {list(BOUND_NETWORKS)}; got {network!r}.")
+    if network == "unitization":
+        def factory(w: int) -> nn.Module:
+            return Unitization1d(w, initial_alpha=1.0, learn_alpha=False)
+    else:
+        factory = BatchNorm1d
+    net = models.mlp(ds.num_features, (WIDTH["sigmoid"], WIDTH["sigmoid"], width), ds.num_classes,
+                     activation="sigmoid", norm=factory, seed=seed)
+    if network == "noisy_batch":     # noise after the measured layer's BN only, so tr Σ grows by exactly d s² there
+        noise = _GaussianNoise(noise_std, torch.Generator().manual_seed(10_000 + seed))
+        net.norm2 = nn.Sequential(net.norm2, noise)
+    return net
+
+
+def _measured_outputs(net: nn.Sequential, batch: tuple[Tensor, Tensor], lr: float,
+                      noisy: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[Tensor, ...]]:
+    """The last hidden layer's sigmoid input on ``batch`` before and after one SGD step on it (training mode).
+
+    Returns (X, X′, X with a second noise draw and no step or None, (γ, β, γ′, β′)). The
+    network, its gradients and buffers are restored afterwards.
+    """
+    x, y = batch
+    layer = net.norm2[0] if isinstance(net.norm2, nn.Sequential) else net.norm2
+    saved = copy.deepcopy(net.state_dict())
+    captured: list[Tensor] = []
+    handle = net.act2.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0].detach().clone()))
+    try:
+        with probes.in_mode(net, True):
+            net.zero_grad(set_to_none=True)
+            gamma, beta = layer.weight.detach().clone(), layer.bias.detach().clone()
+            nn.functional.cross_entropy(net(x), y).backward()
+            with torch.no_grad():
+                if noisy:
+                    net(x)                                   # same parameters, a second noise draw
+                for p in net.parameters():
+                    if p.grad is not None:
+                        p -= lr * p.grad
+                net(x)
+            stepped = (gamma, beta, layer.weight.detach().clone(), layer.bias.detach().clone())
+    finally:
+        handle.remove()
+        net.zero_grad(set_to_none=True)
+        net.load_state_dict(saved)
+    before, after = captured[0].double().numpy(), captured[-1].double().numpy()
+    floor = captured[1].double().numpy() if noisy else None
+    return before, after, floor, stepped
+
+
+def _bounds_at(network: str, net: nn.Sequential, batch: tuple[Tensor, Tensor], lr: float,
+               noise_std: float) -> tuple[float, ...]:
+    """One measurement of :class:`EarthMoverBoundsRecord` (fields in its order, from distance to noise_floor)."""
+    a, b, floor, (gamma, beta, gamma2, beta2) = _measured_outputs(net, batch, lr, network == "noisy_batch")
+    g, g2, db = (t.double().numpy() for t in (gamma, gamma2, beta2 - beta))
+    width = a.shape[1]
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    norm_shift = abs(np.linalg.norm(a - mean_a, axis=1).mean() - np.linalg.norm(b - mean_a, axis=1).mean())
+    unit_max = max(probes.wasserstein_1d(a[:, j], b[:, j]) for j in range(width))
+    independent = np.sqrt(a.var(0).sum() + b.var(0).sum() + np.sum((mean_a - mean_b) ** 2))
+    if network == "unitization":
+        parameter = np.abs(g).max() + np.abs(g2).max() + np.linalg.norm(db)                      # (ics-emd-d-unit)
+    else:
+        parameter = np.sqrt(np.sum(g ** 2) + np.sum(g2 ** 2) + np.sum(db ** 2) + 2 * width * noise_std ** 2)
+    return (probes.wasserstein_nd(a, b), float(np.linalg.norm(mean_a - mean_b)), float(norm_shift), float(unit_max),
+            float(np.linalg.norm(a - b, axis=1).mean()), float(independent), float(parameter),
+            probes.wasserstein_nd(a, floor) if floor is not None else 0.0)
+
+
+def earth_mover_bounds_run(network: str = "batch", width: int = 64, seed: int = 0, noise_std: float = 0.5,
+                           steps: int = 100, lr: float = 1.0, batch_size: int = 60, measured_batch: int = 128,
+                           measure_every: int = 25) -> EarthMoverBoundsRecord:
+    """Train a sigmoid MLP with a last hidden layer ``width`` units wide; measure that layer's Earth Mover ICS in R^d.
+
+    The network is 64 → 100 → 100 → ``width`` → 10 on the digits (:func:`normlab.data.digits`),
+    with ``network`` = ``"batch"`` (BN before every sigmoid), ``"noisy_batch"`` (the same, plus
+    N(0, ``noise_std``²) noise added to every value of the last BN's output in training mode) or
+    ``"unitization"`` (:class:`normlab.layers.Unitization1d` with α held at 1). SGD at ``lr``,
+    minibatches of ``batch_size``. At step 0 and every ``measure_every`` steps, on a fixed batch
+    of ``measured_batch`` training examples: the last hidden layer's sigmoid input before and after
+    one SGD step on that batch (training mode, the network restored afterwards), its W₁ in R^d
+    and the bounds of :class:`EarthMoverBoundsRecord`. Chapter ``04_internal_covariate_shift``,
+    section on the bounds in d dimensions (eq-ics-emd-d-lower, eq-ics-emd-d-upper, eq-ics-emd-d-bn,
+    eq-ics-emd-d-unit).
+    """
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive integer; got {width!r}.")
+    ds = data.digits(seed=seed)
+    net = _bounds_network(network, width, noise_std, ds, seed)
+    pick = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(seed))[:measured_batch]
+    batch = (ds.x_train[pick], ds.y_train[pick])
+    rows = [(0, _bounds_at(network, net, batch, lr, noise_std))]
+
+    def hook(step: int, model: nn.Module, loss: float | None = None) -> None:
+        if step % measure_every == 0:
+            rows.append((step, _bounds_at(network, model, batch, lr, noise_std)))
+
+    train.train(net, ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=steps, hooks=[hook],
+                progress=False, device="cpu", desc=f"Earth Mover bounds, {network}, d={width}")
+    columns = np.array([r for _, r in rows], dtype=np.float64).T
+    return EarthMoverBoundsRecord(network, width, float(noise_std) if network == "noisy_batch" else 0.0,
+                                  measured_batch, np.array([s for s, _ in rows]), *columns)
+
+
+def earth_mover_bounds_by_width(seed: int = 0, widths: Sequence[int] = (4, 16, 64, 256),
+                                **kwargs: object) -> dict[tuple[str, int], EarthMoverBoundsRecord]:
+    """:func:`earth_mover_bounds_run` for every network of :data:`BOUND_NETWORKS` and width, keyed (network, width).
+
+    Chapter ``04_internal_covariate_shift`` (section on the bounds in d dimensions).
+    """
+    return {(network, width): earth_mover_bounds_run(network, width, seed=seed, **kwargs)  # type: ignore[arg-type]
+            for network in BOUND_NETWORKS for width in widths}
+
+
+def _widths(records: dict[tuple[str, int], EarthMoverBoundsRecord], network: str) -> list[EarthMoverBoundsRecord]:
+    """The records of one network, narrowest first (at least two widths, every network present)."""
+    if not all(any(key[0] == n for key in records) for n in BOUND_NETWORKS):
+        raise ValueError(f"records must hold every network of {list(BOUND_NETWORKS)} "
+                         f"(earth_mover_bounds_by_width); got keys {sorted(records)}.")
+    chosen = sorted((r for (n, _), r in records.items() if n == network), key=lambda r: r.width)
+    if len(chosen) < 2:
+        raise ValueError("the claims about width need records at two widths at least.")
+    return chosen
+
+
+def _slope(chosen: list[EarthMoverBoundsRecord], field: str) -> float:
+    """Least-squares slope of log(mean over measurements of ``field``) against log(width): k in field ∝ d^k."""
+    widths = np.log([r.width for r in chosen])
+    return float(np.polyfit(widths, np.log([getattr(r, field).mean() for r in chosen]), 1)[0])
+
+
+def earth_mover_d_bounds_hold(records: dict[tuple[str, int], EarthMoverBoundsRecord], slack: float = 1e-9) -> Claim:
+    """Every bound of the section holds on every measurement, and how close each comes to W₁.
+
+    Theorems, so this checks the code: lower ≤ W₁ ≤ same-example cost and W₁ ≤ the independent
+    plan's bound (eq-ics-emd-d-lower, eq-ics-emd-d-upper) for every network; for BN the parameter
+    bound (eq-ics-emd-d-bn) is at least the independent plan's bound (the batch mean is β, the trace
+    at most ‖γ‖²), for unitization W₁ ≤ its parameter bound (eq-ics-emd-d-unit). With noise,
+    eq-ics-emd-d-bn bounds W₁ in expectation over the noise; it is checked on each draw as well.
+    measured: the largest lower/W₁, W₁/independent, and W₁/parameter bound for BN, BN + noise and
+    unitization (each at most 1 when the bounds hold).
+    """
+    every = list(records.values())
+    lower = max(float(np.max(r.lower / r.distance)) for r in every)
+    ok = all(np.all(r.distance <= r.same_example + slack) and np.all(r.lower <= r.distance + slack) for r in every)
+    independent = max(float(np.max(r.distance / r.independent)) for r in every)
+    ok = ok and all(np.all(r.independent <= r.parameter_bound + slack) for r in _widths(records, "batch"))
+    parameter = tuple(max(float(np.max(r.distance / r.parameter_bound)) for r in _widths(records, n))
+                      for n in BOUND_NETWORKS)
+    measured = (lower, independent, *parameter)
+    return Claim(holds=bool(ok and max(measured) <= 1 + slack), measured=measured, threshold=1.0)
+
+
+def bn_bound_grows_with_width(records: dict[tuple[str, int], EarthMoverBoundsRecord],
+                              bound_slope_at_least: float = 0.3, w1_slope_at_least: float = 0.1) -> Claim:
+    """BN's parameter bound (eq-ics-emd-d-bn) grows with the width d, and the measured W₁ grows too, more slowly.
+
+    Slopes k of a least-squares fit of log(mean) against log(d) over the widths: the bound's at
+    least ``bound_slope_at_least`` (√(2d) at γ = 1 is k = 1/2; γ grows more in narrow layers), W₁'s
+    at least ``w1_slope_at_least``. measured: (bound's k, W₁'s k, median W₁/bound at the narrowest
+    width, at the widest).
+    """
+    chosen = _widths(records, "batch")
+    bound, w1 = _slope(chosen, "parameter_bound"), _slope(chosen, "distance")
+    tight = [float(np.median(r.distance / r.parameter_bound)) for r in (chosen[0], chosen[-1])]
+    return Claim(holds=bound >= bound_slope_at_least and w1 >= w1_slope_at_least, measured=(bound, w1, *tight),
+                 threshold=(bound_slope_at_least, w1_slope_at_least))
+
+
+def noise_sets_a_floor(records: dict[tuple[str, int], EarthMoverBoundsRecord], floor_share_at_least: float = 0.5,
+                       match: float = 0.02, above_bn_at_least: float = 1.05) -> Claim:
+    """Noise after BN adds a floor to the measured W₁ that grows like s√(2d), which no parameter sets.
+
+    At every width: the floor (W₁ between two noise draws, no step) is at least
+    ``floor_share_at_least`` of the noisy network's W₁, and that W₁ is at least
+    ``above_bn_at_least`` times BN's; at the widest, the floor is within a fraction ``match`` of
+    s√(2d), the mean length of the difference of two independent N(0, s² I_d) draws for large d
+    (pairing each example with itself, which is optimal there). measured: (smallest floor share,
+    floor/(s√(2d)) at the widest, smallest W₁ ratio to BN, W₁ ratio to BN at the widest).
+    """
+    noisy, bn = _widths(records, "noisy_batch"), _widths(records, "batch")
+    share = min(r.noise_floor.mean() / r.distance.mean() for r in noisy)
+    widest = noisy[-1]
+    floor = widest.noise_floor.mean() / (widest.noise_std * np.sqrt(2 * widest.width))
+    ratios = [n.distance.mean() / b.distance.mean() for n, b in zip(noisy, bn)]
+    holds = share >= floor_share_at_least and abs(floor - 1) <= match and min(ratios) >= above_bn_at_least
+    return Claim(holds=bool(holds), measured=(float(share), float(floor), float(min(ratios)), float(ratios[-1])),
+                 threshold=(floor_share_at_least, match, above_bn_at_least))
+
+
+def noise_drives_the_lower_bound(records: dict[tuple[str, int], EarthMoverBoundsRecord],
+                                 bn_share_at_most: float = 0.25, match: float = 0.1) -> Claim:
+    """Without noise BN's lower bounds catch little of W₁; with noise the mean-shift bound is the noise's.
+
+    BN pins each unit's batch mean at β and its spread at γ, so of the lower bounds
+    (eq-ics-emd-d-lower) only what they see beyond two moments per unit is left: the median of the
+    best of them over W₁ is at most ``bn_share_at_most`` at every width. With noise, the batch
+    mean of the noise moves between draws: E‖mean X − mean X′‖² grows by 2ds²/n, so at the
+    widest the mean-shift bound is within a fraction ``match`` of s√(2d/n). measured: (largest
+    median lower/W₁ for BN over widths, mean shift/(s√(2d/n)) at the widest width with noise).
+    """
+    share = max(float(np.median(r.lower / r.distance)) for r in _widths(records, "batch"))
+    widest = _widths(records, "noisy_batch")[-1]
+    scale = widest.noise_std * np.sqrt(2 * widest.width / widest.measured_batch)
+    shift = float(widest.mean_shift.mean() / scale)
+    return Claim(holds=share <= bn_share_at_most and abs(shift - 1) <= match, measured=(share, shift),
+                 threshold=(bn_share_at_most, match))
+
+
+def unitization_bound_is_width_free(records: dict[tuple[str, int], EarthMoverBoundsRecord],
+                                    w1_ratio_at_most: float = 0.1) -> Claim:
+    """Unitization at α = 1: its parameter bound (eq-ics-emd-d-unit) does not grow with d; W₁ stays far below BN's.
+
+    The mean bound at the widest width is at most the one at the narrowest, and at the widest the
+    mean W₁ is at most ``w1_ratio_at_most`` times BN's. measured: (bound at the widest/bound at
+    the narrowest, largest mean bound over widths, W₁ ratio to BN at the widest).
+    """
+    unit, bn = _widths(records, "unitization"), _widths(records, "batch")
+    bounds = [r.parameter_bound.mean() for r in unit]
+    ratio_w1 = unit[-1].distance.mean() / bn[-1].distance.mean()
+    growth = bounds[-1] / bounds[0]
+    return Claim(holds=bool(growth <= 1 and ratio_w1 <= w1_ratio_at_most),
+                 measured=(float(growth), float(max(bounds)), float(ratio_w1)), threshold=(1.0, w1_ratio_at_most))
