@@ -254,13 +254,9 @@ class GroupNormFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         need_input, _, need_weight, need_bias = ctx.needs_input_grad[:4]
         refuse_second_derivatives("normlab's GroupNorm", "torch.nn.GroupNorm", need_input)
-        if len(saved) == 4:  # x, mu and 1/σ from the fused forward: xhat = (x − mu)·1/σ   (3)
-            input, mean, invstd, weight = saved
-            invstd = invstd.unsqueeze(-1)  # (N, G, 1)
-            grouped = input.reshape(input.shape[0], invstd.shape[1], -1)
-            xhat = torch.sub(grouped, mean.unsqueeze(-1)).mul_(invstd).view(input.shape)
-        else:
-            xhat, invstd, weight = saved  # invstd: (N, G, 1)
+        if len(saved) == 4:  # x, mu and 1/σ from the fused forward
+            return _group_norm_backward_from_input(grad_output, *saved, need_input, need_weight, need_bias)
+        xhat, invstd, weight = saved  # invstd: (N, G, 1)
         batch, groups, channels = xhat.shape[0], invstd.shape[1], xhat.shape[1]
         # (N, G, C/G, S): example, group, channel in the group, spatial position. The sums
         # over S are over contiguous memory; everything per channel or per group is small.
@@ -288,6 +284,73 @@ class GroupNormFunction(torch.autograd.Function):
             grad_input.addcmul_(xh, mean_gx.unsqueeze(-1), value=-inv_n)
             grad_input = grad_input.sub_(mean_g.unsqueeze(-1), alpha=inv_n).view(xhat.shape)
         return grad_input, None, grad_weight, grad_bias, None, None
+
+
+#: Up to this ratio |mu|/σ in every group the backward sums dy·x rather than dy·(x − mu);
+#: above it, or below _CENTRED_MAX_NUMEL elements, it centres x first (see
+#: :func:`_group_norm_backward_from_input`).
+_UNCENTRED_MAX_RATIO = 4.0
+_CENTRED_MAX_NUMEL = 1 << 17
+
+
+def _group_norm_backward_from_input(
+    grad_output: Tensor, input: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None,
+    need_input: bool, need_weight: bool, need_bias: bool,
+) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None, None]:
+    """Equations (5)–(6) per group from x, mu and r = 1/σ (each (N, G)), without forming x̂.
+
+    With x̂ = (x − mu)·r every sum the closed form needs comes from two per-channel sums
+    over the spatial positions, Σ dy and Σ dy·(x − mu) = Σ dy·x − mu·Σ dy:
+
+        Σ dy·x̂ = r·Σ dy·(x − mu)                                  (per example and channel)
+
+    and (5), with ĝ = dy·γ and n values per group, is an affine map of dy and x − mu:
+
+        dx = r·γ·dy + a·(x − mu) + b,  a = −r²·Σ ĝ·x̂ / n,  b = −r·Σ ĝ / n
+
+    three passes over the dx buffer (torch's CPU ``addcmul`` with two broadcast vectors is
+    not vectorized, so no pass does two of them at once). For large inputs whose groups all
+    have |mu|/σ ≤ ``_UNCENTRED_MAX_RATIO`` it never forms x − mu: it sums dy·x and writes
+    dx = r·γ·dy + a·x + (b − a·mu), which saves a pass; both subtract a multiple of mu from
+    a sum of the size of mu·Σ|dy|, and so lose about |mu|/σ float32 roundings (torch's own
+    kernel sums the same way), which is why larger ratios take the centred form.
+    Chapter ``07_layernorm``.
+    """
+    batch, groups = mean.shape
+    channels = input.shape[1]
+    per_channel = (batch, groups, channels // groups, -1)  # (N, G, C/G, S)
+    x, dy = input.reshape(per_channel), grad_output.reshape(per_channel)
+    r, mu = invstd.view(batch, groups, 1, 1), mean.view(batch, groups, 1, 1)
+    centred = input.numel() < _CENTRED_MAX_NUMEL or float((mean * invstd).abs_().amax()) > _UNCENTRED_MAX_RATIO
+    if centred:
+        x = torch.sub(x, mu)  # x − mu: from here on the formulas read x for x − mu
+    buffer = torch.mul(dy, x)  # the buffer that will hold dx
+    sum_dy = dy.sum(-1, keepdim=True)  # (N, G, C/G, 1): Σ over the spatial positions
+    if centred:
+        sum_dyxhat = buffer.sum(-1, keepdim=True).mul_(r)  # Σ dy·x̂ = r·Σ dy·(x − mu)
+    else:
+        sum_dyxhat = torch.addcmul(buffer.sum(-1, keepdim=True), sum_dy, mu, value=-1).mul_(r)
+    grad_input = grad_weight = grad_bias = None
+    if need_weight:
+        grad_weight = sum_dyxhat.sum(0).view(channels)  # Σ dy·xhat                   (6)
+    if need_bias:
+        grad_bias = sum_dy.sum(0).view(channels)  # Σ dy                              (6)
+    if need_input:
+        if weight is None:
+            scale = r  # r·γ with γ = 1
+            sum_g, sum_gxhat = sum_dy.sum(2, keepdim=True), sum_dyxhat.sum(2, keepdim=True)
+        else:
+            gamma = weight.view(groups, -1, 1)
+            scale = r * gamma  # (N, G, C/G, 1)
+            sum_g = (sum_dy * gamma).sum(2, keepdim=True)  # Σ ĝ, (N, G, 1, 1)
+            sum_gxhat = (sum_dyxhat * gamma).sum(2, keepdim=True)  # Σ ĝ·x̂
+        minus_r_n = r * (-1.0 / (input.numel() // (batch * groups)))  # −r/n
+        a = sum_gxhat.mul_(r).mul_(minus_r_n)  # −r²·Σ ĝ·x̂ / n
+        b = sum_g.mul_(minus_r_n)  # −r·Σ ĝ / n
+        if not centred:
+            b = b.addcmul_(a, mu, value=-1)  # b − a·mu: the constant of the map in x
+        grad_input = torch.mul(x, a, out=buffer).add_(b).addcmul_(dy, scale).view(input.shape)  # (5)
+    return grad_input, None, grad_weight, grad_bias, None, None
 
 
 def _as_shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
