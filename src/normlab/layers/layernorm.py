@@ -24,7 +24,9 @@ position for GroupNorm; one channel and every spatial position for InstanceNorm)
 
 For speed LayerNorm's forward takes (1)–(3), and GroupNorm's (1)–(4), from torch's fused CPU
 kernels (see :class:`LayerNormFunction`, :class:`GroupNormFunction`); the backward, (5)–(6),
-is always the closed form written here.
+is always the closed form written here, in general torch ops (never torch's normalization
+backward kernels). GroupNorm's backward evaluates it from x, mu and 1/σ without forming x̂
+(:func:`_group_norm_backward_from_input` gives the algebra); LayerNorm's from the saved x̂.
 
 Chapter ``07_layernorm``.
 """
@@ -113,7 +115,9 @@ class LayerNormFunction(torch.autograd.Function):
     derivatives only: a second derivative through the input raises a RuntimeError.
     For LayerNorm the forward takes equations (1)–(3) from torch's fused layer-norm kernel
     (``torch.native_layer_norm``, γ = 1, no β), which returns x̂ and 1/σ; it saves x̂, 1/σ
-    and γ for the backward, nothing else. Derived in chapter ``07_layernorm``.
+    and γ for the backward, nothing else. The backward is the closed form above in general
+    torch ops; for large input it writes ĝ − mean(ĝ) in one pass. Derived in chapter
+    ``07_layernorm``.
     """
 
     @staticmethod
@@ -178,17 +182,34 @@ class LayerNormFunction(torch.autograd.Function):
                 gamma = weight.view(-1, 1)
                 sum_g = torch.matmul(dy, gamma) if center else None
                 sum_gx = torch.matmul(dy_xhat, gamma)
-                grad_input = torch.mul(dy, gamma.view(-1) if flattened else weight, out=dy_xhat)  # ĝ
+                gamma = gamma.view(-1) if flattened else weight
+                if center and dy.numel() >= _GEMV_MIN_NUMEL:
+                    # ĝ − mean(ĝ) in one pass: addcmul(−mean(ĝ), dy, γ), one broadcast vector per
+                    # axis, which torch's CPU kernel vectorizes (the sub_ below is a pass more;
+                    # for small inputs the op that makes −mean(ĝ) costs more than that pass)
+                    grad_input = torch.addcmul(sum_g.mul_(-inv_n), dy, gamma, out=dy_xhat)
+                    return _finish_layer_norm_backward(grad_input.addcmul_(xh, sum_gx, value=-inv_n).mul_(invstd),
+                                                       grad_weight, grad_bias, xhat, weight, lead, flattened)
+                grad_input = torch.mul(dy, gamma, out=dy_xhat)  # ĝ
             # (5) in place: ĝ − xhat·mean(ĝ·xhat) − mean(ĝ), then · 1/σ
             grad_input.addcmul_(xh, sum_gx, value=-inv_n)
             if center:
                 grad_input.sub_(sum_g, alpha=inv_n)
             grad_input.mul_(invstd)
-        if flattened:
-            grad_input = None if grad_input is None else grad_input.view(xhat.shape)
-            grad_weight = None if grad_weight is None else grad_weight.view(weight.shape)
-            grad_bias = None if grad_bias is None else grad_bias.view(xhat.shape[lead:])
-        return grad_input, None, grad_weight, grad_bias, None, None
+        return _finish_layer_norm_backward(grad_input, grad_weight, grad_bias, xhat, weight, lead, flattened)
+
+
+def _finish_layer_norm_backward(
+    grad_input: Tensor | None, grad_weight: Tensor | None, grad_bias: Tensor | None, xhat: Tensor,
+    weight: Tensor | None, lead: int, flattened: bool,
+) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None, None]:
+    """LayerNormFunction.backward's return value, the gradients back in the shapes of the
+    input and of γ and β when several normalized dimensions were flattened into one."""
+    if flattened:
+        grad_input = None if grad_input is None else grad_input.view(xhat.shape)
+        grad_weight = None if grad_weight is None else grad_weight.view(weight.shape)
+        grad_bias = None if grad_bias is None else grad_bias.view(xhat.shape[lead:])
+    return grad_input, None, grad_weight, grad_bias, None, None
 
 
 class GroupNormFunction(torch.autograd.Function):
@@ -204,8 +225,8 @@ class GroupNormFunction(torch.autograd.Function):
     With a sixth argument ``statistics=False`` it returns ``output`` alone (every extra output
     of an autograd Function costs a few µs per call), and for float32 and float64 input the
     forward is torch's fused group-norm kernel (``torch.native_group_norm``), equations
-    (1)–(4) in one call: it then saves x, mu, 1/σ and γ, and the backward recomputes
-    x̂ = (x − mu)·1/σ from them (two passes, fewer than the forward saves).
+    (1)–(4) in one call: it then saves x, mu, 1/σ and γ, and the backward evaluates (5)–(6)
+    from them without forming x̂ (:func:`_group_norm_backward_from_input`).
 
     The backward pass is equation (5) per group, with :math:`\hat{g} = dy\,\gamma` per channel;
     :math:`\partial L/\partial\gamma = \sum dy\,\hat{x}`, :math:`\partial L/\partial\beta =
@@ -222,7 +243,7 @@ class GroupNormFunction(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         if not statistics and input.numel() and input.dtype in (torch.float32, torch.float64):
             # y from torch's fused group-norm kernel: (1)–(4) in one call, which returns the
-            # (N, G) mean and 1/σ too. The backward recomputes xhat = (x − mu)/σ from them.
+            # (N, G) mean and 1/σ too. The backward works from x, mu and 1/σ.
             batch, channels = input.shape[0], input.shape[1]
             output, mean, invstd = torch.native_group_norm(input, weight, bias, batch, channels,
                                                            input.numel() // (batch * channels), num_groups, eps)
