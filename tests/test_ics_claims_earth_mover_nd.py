@@ -3,9 +3,9 @@ d dimensions): first the inequalities themselves on sampled points, BN outputs a
 chapter's claims on seeds the chapter does not use.
 
 Thresholds set after seeds 0-9 and 101-105 (widths 4, 16, 64, 256; noise s = 0.5; batch 128). Over those seeds:
-every bound held; the largest lower/W1 0.97-0.99, W1/parameter bound at most 0.47-0.57 (BN), 0.61-0.65 (BN + noise),
-0.21-0.26 (unitization). Log-log slope of BN's parameter bound 0.32-0.34 (threshold: at least 0.3), of BN's W1
-0.15-0.32 (at least 0.1). Noise floor at least 0.63-0.79 of the noisy W1 (at least 0.5), 0.995-1.003 times s√(2d)
+every bound held; the largest lower/W1 0.97-0.99, W1/parameter bound at most 0.52-0.64 (BN), 0.61-0.65 (BN + noise),
+0.21-0.26 (unitization). BN's parameter bound at step 0 within 0.6% of √(2d) (threshold: 2%); log-log slope of BN's
+parameter bound 0.30-0.32 (at least 0.25), of BN's W1 0.15-0.32 (at least 0.1). Noise floor at least 0.63-0.79 of the noisy W1 (at least 0.5), 0.995-1.003 times s√(2d)
 at d = 256 (within 2%), noisy W1 1.10-1.44 times BN's at every width (at least 1.05). BN's best lower bound at most
 0.15-0.21 of W1 (median; at most 0.25); the noisy mean shift 0.97-1.07 times s√(2d/n) (within 10%). Unitization's
 bound 0.40-0.45 times smaller at d = 256 than at d = 4 (not larger), its W1 0.029-0.049 times BN's (at most 0.1).
