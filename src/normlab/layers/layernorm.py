@@ -365,12 +365,15 @@ def _group_norm_backward_from_input(
             scale = r * gamma  # (N, G, C/G, 1)
             sum_g = (sum_dy * gamma).sum(2, keepdim=True)  # Σ ĝ, (N, G, 1, 1)
             sum_gxhat = (sum_dyxhat * gamma).sum(2, keepdim=True)  # Σ ĝ·x̂
-        minus_r_n = r * (-1.0 / (input.numel() // (batch * groups)))  # −r/n
-        a = sum_gxhat.mul_(r).mul_(minus_r_n)  # −r²·Σ ĝ·x̂ / n
-        b = sum_g.mul_(minus_r_n)  # −r·Σ ĝ / n
+        # −a·n and −b·n; the 1/n goes into the last two passes as their scalar (a scalar
+        # factor on these small tensors would be an op of its own)
+        a_n = sum_gxhat.mul_(r).mul_(r)  # r²·Σ ĝ·x̂
+        b_n = sum_g.mul_(r)  # r·Σ ĝ
         if not centred:
-            b = b.addcmul_(a, mu, value=-1)  # b − a·mu: the constant of the map in x
-        grad_input = torch.mul(x, a, out=buffer).add_(b).addcmul_(dy, scale).view(input.shape)  # (5)
+            b_n = b_n.addcmul_(a_n, mu, value=-1)  # − a·mu·n: the constant of the map in x
+        inv_n = 1.0 / (input.numel() // (batch * groups))
+        grad_input = torch.mul(dy, scale, out=buffer).addcmul_(x, a_n, value=-inv_n)
+        grad_input = grad_input.sub_(b_n, alpha=inv_n).view(input.shape)  # (5)
     return grad_input, None, grad_weight, grad_bias, None, None
 
 
