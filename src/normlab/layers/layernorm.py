@@ -182,34 +182,24 @@ class LayerNormFunction(torch.autograd.Function):
                 gamma = weight.view(-1, 1)
                 sum_g = torch.matmul(dy, gamma) if center else None
                 sum_gx = torch.matmul(dy_xhat, gamma)
-                gamma = gamma.view(-1) if flattened else weight
                 if center and dy.numel() >= _GEMV_MIN_NUMEL:
                     # ĝ − mean(ĝ) in one pass: addcmul(−mean(ĝ), dy, γ), one broadcast vector per
                     # axis, which torch's CPU kernel vectorizes (the sub_ below is a pass more;
                     # for small inputs the op that makes −mean(ĝ) costs more than that pass)
-                    grad_input = torch.addcmul(sum_g.mul_(-inv_n), dy, gamma, out=dy_xhat)
-                    return _finish_layer_norm_backward(grad_input.addcmul_(xh, sum_gx, value=-inv_n).mul_(invstd),
-                                                       grad_weight, grad_bias, xhat, weight, lead, flattened)
-                grad_input = torch.mul(dy, gamma, out=dy_xhat)  # ĝ
+                    grad_input = torch.addcmul(sum_g.mul_(-inv_n), dy, gamma.view(-1), out=dy_xhat)
+                    sum_g = None  # subtracted already
+                else:
+                    grad_input = torch.mul(dy, gamma.view(-1) if flattened else weight, out=dy_xhat)  # ĝ
             # (5) in place: ĝ − xhat·mean(ĝ·xhat) − mean(ĝ), then · 1/σ
             grad_input.addcmul_(xh, sum_gx, value=-inv_n)
-            if center:
+            if sum_g is not None:
                 grad_input.sub_(sum_g, alpha=inv_n)
             grad_input.mul_(invstd)
-        return _finish_layer_norm_backward(grad_input, grad_weight, grad_bias, xhat, weight, lead, flattened)
-
-
-def _finish_layer_norm_backward(
-    grad_input: Tensor | None, grad_weight: Tensor | None, grad_bias: Tensor | None, xhat: Tensor,
-    weight: Tensor | None, lead: int, flattened: bool,
-) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None, None]:
-    """LayerNormFunction.backward's return value, the gradients back in the shapes of the
-    input and of γ and β when several normalized dimensions were flattened into one."""
-    if flattened:
-        grad_input = None if grad_input is None else grad_input.view(xhat.shape)
-        grad_weight = None if grad_weight is None else grad_weight.view(weight.shape)
-        grad_bias = None if grad_bias is None else grad_bias.view(xhat.shape[lead:])
-    return grad_input, None, grad_weight, grad_bias, None, None
+        if flattened:
+            grad_input = None if grad_input is None else grad_input.view(xhat.shape)
+            grad_weight = None if grad_weight is None else grad_weight.view(weight.shape)
+            grad_bias = None if grad_bias is None else grad_bias.view(xhat.shape[lead:])
+        return grad_input, None, grad_weight, grad_bias, None, None
 
 
 class GroupNormFunction(torch.autograd.Function):
