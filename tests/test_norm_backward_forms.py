@@ -98,3 +98,19 @@ def test_layernorm_backward_matches_torch_in_float64(shape, normalized_shape):
             b.copy_(a)
     for got, want in zip(_grads(ours, x, grad), _grads(theirs, x, grad)):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("make, channels_last", [
+    (lambda lib: lib.GroupNorm(8, 32, affine=False), False),  # no γ: scale r per group
+    (lambda lib: lib.InstanceNorm2d(32, affine=True), False),  # one channel per group
+    (lambda lib: lib.GroupNorm(8, 32), True),  # input not contiguous in (N, C, H, W) order
+], ids=["groupnorm-no-affine", "instancenorm", "channels-last"])
+def test_groupnorm_backward_variants_match_torch_in_float64(make, channels_last):
+    generator = torch.Generator().manual_seed(41)
+    x = torch.randn(4, 32, 32, 32, dtype=torch.float64, generator=generator) * 2 + 1
+    grad = torch.randn(4, 32, 32, 32, dtype=torch.float64, generator=generator)
+    if channels_last:
+        x, grad = x.to(memory_format=torch.channels_last), grad.to(memory_format=torch.channels_last)
+    ours, theirs = make(layers).to(torch.float64), make(nn).to(torch.float64)
+    for got, want in zip(_grads(ours, x, grad), _grads(theirs, x, grad)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
