@@ -360,7 +360,7 @@ def _group_norm_backward_from_input(
         a_n = sum_gxhat.mul_(r).mul_(r)  # r²·Σ ĝ·x̂
         b_n = sum_g.mul_(r)  # r·Σ ĝ
         if not centred:
-            b_n = b_n.addcmul_(a_n, mu, value=-1)  # − a·mu·n: the constant of the map in x
+            b_n = b_n.addcmul_(a_n, mu, value=-1)  # = −n·(b − a·mu): the constant of the map in x
         inv_n = 1.0 / (input.numel() // (batch * groups))
         grad_input = torch.mul(dy, scale, out=buffer).addcmul_(x, a_n, value=-inv_n)
         grad_input = grad_input.sub_(b_n, alpha=inv_n).view(input.shape)  # (5)
