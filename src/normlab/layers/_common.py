@@ -7,6 +7,11 @@ r"""Helpers shared by the normalization layers' autograd Functions (``batchnorm`
 - :func:`_fused_batch_mean_var`: per-channel mean and biased variance of (N, C) input, fused.
 - :func:`_addcmul_per_channel`: shift + input · scale with per-channel vectors, in one or two passes.
 - :func:`refuse_second_derivatives`: the clear error for create_graph through a closed-form backward.
+- :func:`register_affine`, :func:`reset_affine`: the learned scale γ (``weight``) and shift β
+  (``bias``) that every normalization layer shares, under torch's names (state dicts load both ways).
+- :class:`_NormBase`: what BatchNorm and InstanceNorm share, as torch's ``_NormBase``: the
+  constructor, γ and β, the running estimates and eval mode with them. Batch statistics and
+  their updates are :class:`normlab.layers.batchnorm._BatchNorm`'s alone.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def _channel_view(vector: Tensor, ndim: int) -> Tensor:
@@ -105,3 +110,108 @@ def refuse_second_derivatives(function: str, oracle: str, input_needs_grad: bool
             f"(create_graph=True) with respect to its input. For second derivatives (Hessian-vector "
             f"products, gradient penalties) use {oracle}, whose backward is differentiable."
         )
+
+
+def register_affine(module: nn.Module, shape, enabled: bool, bias: bool, factory_kwargs: dict) -> None:
+    """Give ``module`` a ``weight`` (γ) and, if ``bias``, a ``bias`` (β) of ``shape``; both None
+    when ``enabled`` is False. Call :func:`reset_affine` afterwards to set γ = 1, β = 0."""
+    if enabled:
+        module.weight = nn.Parameter(torch.empty(shape, **factory_kwargs))
+        if bias:
+            module.bias = nn.Parameter(torch.empty(shape, **factory_kwargs))
+        else:
+            module.register_parameter("bias", None)
+    else:
+        module.register_parameter("weight", None)
+        module.register_parameter("bias", None)
+
+
+def reset_affine(module: nn.Module) -> None:
+    """γ = 1, β = 0: the identity map on the normalized input."""
+    if module.weight is not None:
+        nn.init.ones_(module.weight)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+class _NormBase(nn.Module):
+    r"""What :class:`~normlab.layers.BatchNorm1d`, :class:`~normlab.layers.BatchNorm2d` and the
+    InstanceNorm layers share, as ``torch.nn.modules.batchnorm._NormBase``: the arguments
+    ``(num_features, eps, momentum, affine, track_running_stats, device, dtype, *, bias)``,
+    γ (``weight``) and β (``bias``) per channel, the buffers ``running_mean``, ``running_var`` and
+    ``num_batches_tracked`` (None without ``track_running_stats``), ``reset_parameters`` and
+    ``extra_repr``; and eval mode with the running estimates, the fixed affine map
+    ``y = x · γ/√(running_var + ε) + (β − running_mean · γ/√(running_var + ε))``.
+
+    Nothing here computes statistics of a batch: that is ``_BatchNorm``'s (chapter
+    ``02_batchnorm``), and InstanceNorm computes its own per example (chapter ``07_layernorm``).
+    Subclasses say which input dimensions they accept (``_check_input_dim``) and define ``forward``.
+    """
+
+    _version = 2  # torch's: state_dict metadata of the two modules are the same
+    num_features: int
+    eps: float
+    momentum: float | None
+    affine: bool
+    track_running_stats: bool
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        register_affine(self, num_features, affine, bias, factory_kwargs)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory_kwargs))
+            self.register_buffer("running_var", torch.ones(num_features, **factory_kwargs))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, no batches seen."""
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """Reset the running estimates, and γ = 1, β = 0 (the identity map on xhat)."""
+        self.reset_running_stats()
+        reset_affine(self)
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
+        )
+
+    def _normalize_with_running_stats(self, input: Tensor) -> Tensor:
+        """Eval mode: the affine map x · scale + shift with the running estimates."""
+        scale = torch.rsqrt(self.running_var + self.eps)
+        if self.weight is not None:
+            scale = self.weight * scale
+        shift = -self.running_mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        return _addcmul_per_channel(shift, input, scale)

@@ -31,9 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from normlab.layers._affine import register_affine, reset_affine
 from normlab.layers._common import (  # refuse_second_derivatives is also imported from here by other layers
     _GEMV_MIN_NUMEL,
     _addcmul_per_channel,
@@ -42,6 +41,7 @@ from normlab.layers._common import (  # refuse_second_derivatives is also import
     _channel_view,
     _fused_batch_mean_var,
     _reduction_dims,
+    _NormBase,
     _use_gemv,
     refuse_second_derivatives,
 )
@@ -174,7 +174,7 @@ class BatchNormFunction(torch.autograd.Function):
         ) + (None,) * (len(ctx.needs_input_grad) - 3)
 
 
-class _BatchNorm(nn.Module):
+class _BatchNorm(_NormBase):
     r"""Shared logic of :class:`BatchNorm1d` and :class:`BatchNorm2d`.
 
     Training mode (or no running estimates): normalize with the statistics of the
@@ -189,67 +189,11 @@ class _BatchNorm(nn.Module):
     or, with ``momentum=None``, the cumulative average (momentum = 1/num_batches_tracked).
     Eval mode with running estimates: the fixed affine map
     ``y = x · γ/√(running_var + ε) + (β − running_mean · γ/√(running_var + ε))``.
-    Subclasses only say which input dimensions they accept.
+    The constructor, γ, β, the running estimates and eval mode are :class:`~normlab.layers._common._NormBase`'s;
+    this class adds batch statistics and their updates. Subclasses only say which input
+    dimensions they accept.
     Derived in chapter ``02_batchnorm``.
     """
-
-    _version = 2  # torch's: state_dict metadata of the two modules are the same
-    num_features: int
-    eps: float
-    momentum: float | None
-    affine: bool
-    track_running_stats: bool
-
-    def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        *,
-        bias: bool = True,
-    ) -> None:
-        factory_kwargs = {"device": device, "dtype": dtype}
-        super().__init__()
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
-        register_affine(self, num_features, affine, bias, factory_kwargs)
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features, **factory_kwargs))
-            self.register_buffer("running_var", torch.ones(num_features, **factory_kwargs))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-        self.reset_parameters()
-
-    def reset_running_stats(self) -> None:
-        """Running mean 0, running variance 1, no batches seen."""
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
-
-    def reset_parameters(self) -> None:
-        """Reset the running estimates, and γ = 1, β = 0 (the identity map on xhat)."""
-        self.reset_running_stats()
-        reset_affine(self)
-
-    def _check_input_dim(self, input: Tensor) -> None:
-        raise NotImplementedError
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
-        )
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
@@ -299,16 +243,6 @@ class _BatchNorm(nn.Module):
             return BatchNormFunction.apply(input, self.weight, self.bias, self.eps, self._update_running_stats)
         num_batches_tracked.add_(1)
         return output
-
-    def _normalize_with_running_stats(self, input: Tensor) -> Tensor:
-        """Eval mode: the affine map x · scale + shift with the running estimates."""
-        scale = torch.rsqrt(self.running_var + self.eps)
-        if self.weight is not None:
-            scale = self.weight * scale
-        shift = -self.running_mean * scale
-        if self.bias is not None:
-            shift = shift + self.bias
-        return _addcmul_per_channel(shift, input, scale)
 
     def _update_running_stats(self, input: Tensor, mean: Tensor, var: Tensor) -> None:
         """Move the running estimates towards the batch mean and unbiased batch variance.

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from normlab.layers._affine import register_affine, reset_affine
+from normlab.layers._common import register_affine, reset_affine
 
 __all__ = ["DynamicTanh"]
 

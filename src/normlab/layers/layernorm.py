@@ -41,15 +41,16 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from normlab.layers._affine import register_affine, reset_affine
 from normlab.layers._common import (
     _GEMV_MIN_NUMEL,
     _addcmul_per_channel,
     _batch_sum,
     _channel_view,
+    _NormBase,
     refuse_second_derivatives,
+    register_affine,
+    reset_affine,
 )
-from normlab.layers.batchnorm import _BatchNorm
 
 __all__ = [
     "GroupNorm",
@@ -582,13 +583,14 @@ class GroupNorm(nn.Module):
         )
 
 
-class _InstanceNorm(_BatchNorm):
+class _InstanceNorm(_NormBase):
     r"""Shared logic of :class:`InstanceNorm1d` and :class:`InstanceNorm2d`.
 
     Statistics per example per channel, over the spatial positions only: GroupNorm with one
     group per channel, through :class:`GroupNormFunction`. Constructor, parameters, buffers,
-    ``reset_parameters`` and ``extra_repr`` are BatchNorm's (as in torch, where both derive
-    from ``_NormBase``), with torch's InstanceNorm defaults ``affine=False,
+    ``reset_parameters``, ``extra_repr`` and eval mode with running estimates come from
+    :class:`~normlab.layers._common._NormBase`, which BatchNorm shares (as in torch); nothing of
+    BatchNorm's batch statistics is inherited. torch's InstanceNorm defaults: ``affine=False,
     track_running_stats=False``.
 
     With ``track_running_stats=True``, as torch: in training mode the running estimates

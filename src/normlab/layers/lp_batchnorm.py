@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from normlab.layers._affine import register_affine, reset_affine
+from normlab.layers._common import register_affine, reset_affine
 
 __all__ = ["LpBatchNorm1d", "lp_scale"]
 
