@@ -33,6 +33,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
+from normlab import train
 from normlab.data import Dataset
 
 __all__ = ["DataParallelHistory", "WorkerError", "Workers", "free_port", "run", "train_data_parallel"]
@@ -330,15 +331,14 @@ def train_data_parallel(rank: int, world_size: int, model: nn.Module, data: Data
     eval_steps, accuracies = [], []
 
     def evaluate(step: int) -> None:
-        model.eval()
-        with torch.no_grad():
-            accuracies.append((model(data.x_test).argmax(1) == data.y_test).double().mean().item())
+        accuracies.append(train.evaluate(model, data)[1])  # the module itself, not its DDP wrapper
         eval_steps.append(step)
-        model.train()
 
     start = time.perf_counter()
     model.train()
     evaluate(0)
+    # own loop: one rank's share of a data-parallel run (its slice of each global batch, the loss of that slice,
+    # gradients averaged by DDP); train.train's loop knows no ranks, and its evaluation would run through DDP.
     for step, batch in enumerate(_global_batches(len(data.x_train), world_size * per_rank_batch, steps, seed), 1):
         mine = batch[rank * per_rank_batch : (rank + 1) * per_rank_batch]
         loss = F.cross_entropy(net(data.x_train[mine]), data.y_train[mine])

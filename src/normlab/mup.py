@@ -155,6 +155,8 @@ def coordinate_check(x: Tensor, y: Tensor, widths: Sequence[int] = (64, 128, 256
         with torch.no_grad():
             f0, h0 = net(x), features(x)
         rows = ([], [], [])
+        # own loop: full-batch steps on the given (x, y), with the logits and features measured after each one;
+        # there is no dataset with a test split to hand to train.train, and nothing of its log is needed.
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(x), y).backward()

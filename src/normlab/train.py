@@ -164,21 +164,26 @@ def _loss(predictions: torch.Tensor, targets: torch.Tensor, classification: bool
     return F.mse_loss(predictions, targets)
 
 
-def evaluate(model: nn.Module, data: Dataset) -> tuple[float, float]:
-    """Test loss and accuracy (NaN for regression) of ``model`` on ``data``'s test split.
+def evaluate(model: nn.Module, data: Dataset, split: str = "test") -> tuple[float, float]:
+    """Loss and accuracy (NaN for regression) of ``model`` on ``data``'s test split (or, with
+    ``split="train"``, its training split).
 
     One forward pass in eval mode (BatchNorm with its running estimates) under
     ``torch.no_grad()``; every submodule's train/eval flag is restored afterwards
     (:func:`normlab.probes.in_mode`). The loss is the one :func:`train` minimizes; the
-    accuracy is the fraction of test examples whose largest logit is the label.
+    accuracy is the fraction of examples whose largest logit is the label. The one
+    evaluation of the book: experiments that train with their own loop evaluate with it too.
     Used by every chapter that trains a network; chapter ``02_batchnorm`` explains eval mode.
     """
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train'; got {split!r}.")
+    x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
     with in_mode(model, training=False), torch.no_grad():
-        predictions = _predictions(model(data.x_test), data)
-        loss = _loss(predictions, data.y_test, data.is_classification).item()
+        predictions = _predictions(model(x), data)
+        loss = _loss(predictions, y, data.is_classification).item()
         accuracy = math.nan
         if data.is_classification:
-            accuracy = (predictions.argmax(dim=1) == data.y_test).float().mean().item()
+            accuracy = (predictions.argmax(dim=1) == y).float().mean().item()
     return loss, accuracy
 
 

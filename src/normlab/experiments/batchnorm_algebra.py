@@ -120,10 +120,9 @@ def affine_after_training(seed: int = 0, steps: int = 400, lr: float = 0.1) -> A
         net = models.mlp(ds.num_features, [64, 64], ds.num_classes, norm=partial(BatchNorm1d, affine=affine),
                          seed=seed)
         train.train(net, ds, steps=steps, lr=lr, batch_size=32, seed=seed, progress=False, device="cpu")
-        net.eval()
-        with torch.no_grad():
-            losses.append(float(nn.functional.cross_entropy(net(ds.x_train), ds.y_train)))
-            accuracies.append(float((net(ds.x_test).argmax(1) == ds.y_test).float().mean()))
+        losses.append(train.evaluate(net, ds, split="train")[0])
+        accuracies.append(train.evaluate(net, ds)[1])
+        net.eval()  # left in eval mode, as before
         if affine:
             learned = net
     outputs: list[torch.Tensor] = []

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -276,8 +275,7 @@ def _train_and_score(net: nn.Module, ds: data.Dataset, steps: int, lr: float, ba
                      ) -> tuple[float, float]:
     train.train(net, ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=steps, progress=False,
                 device="cpu")
-    return (_accuracy(net, ds.x_train, ds.y_train, train_mode=False),
-            _accuracy(net, ds.x_test, ds.y_test, train_mode=False))
+    return train.evaluate(net, ds, split="train")[1], train.evaluate(net, ds)[1]
 
 
 def ghost_batch_training(seeds: Sequence[int] = (0, 1, 2), batch_size: int = 512,
@@ -375,16 +373,6 @@ def _class_batches(ds_y: torch.Tensor, classes_per_batch: int, batch_size: int, 
         yield torch.cat(parts)
 
 
-def _train_on_batches(net: nn.Module, ds: data.Dataset, batches, lr: float) -> None:
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
-    net.train()
-    for batch in batches:
-        loss = F.cross_entropy(net(ds.x_train[batch]), ds.y_train[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-
 def non_iid_batches(seed: int = 0, classes_per_batch: int = 2, batch_size: int = 32, steps: int = 600,
                     lr: float = 0.1, groups: int = 8) -> NonIIDRecord:
     """Train on batches drawn from ``classes_per_batch`` classes at a time; evaluate on the usual test set.
@@ -405,9 +393,10 @@ def non_iid_batches(seed: int = 0, classes_per_batch: int = 2, batch_size: int =
     accuracy, train_mode = {}, {}
     for name, norm in norms.items():
         net = _mlp(norm, ds, seed)
-        _train_on_batches(net, ds, _class_batches(ds.y_train, classes_per_batch, batch_size, steps,
-                                                  torch.Generator().manual_seed(seed)), lr)
-        accuracy[name] = _accuracy(net, ds.x_test, ds.y_test, train_mode=False)
+        batches = _class_batches(ds.y_train, classes_per_batch, batch_size, steps, torch.Generator().manual_seed(seed))
+        history = train.train(net, ds, steps=steps, lr=lr, batches=batches, eval_every=steps, progress=False,
+                              device="cpu")
+        accuracy[name] = history.final_test_accuracy
         train_mode[name] = _train_mode_accuracy(net, ds, classes_per_batch, batch_size, seed)
     net = _mlp(BatchNorm1d, ds, seed)
     history = train.train(net, ds, steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=steps,
@@ -415,14 +404,6 @@ def non_iid_batches(seed: int = 0, classes_per_batch: int = 2, batch_size: int =
     accuracy["batch, i.i.d."] = history.final_test_accuracy
     return NonIIDRecord(classes_per_batch=classes_per_batch, batch_size=batch_size, steps=steps, accuracy=accuracy,
                         train_mode_accuracy=train_mode, renorm_schedule=schedule, renorm_momentum=renorm_momentum)
-
-
-def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, train_mode: bool) -> float:
-    net.train(train_mode)
-    with torch.no_grad():
-        value = (net(x).argmax(1) == y).double().mean().item()
-    net.train()
-    return value
 
 
 def _train_mode_accuracy(net: nn.Module, ds: data.Dataset, classes_per_batch: int, batch_size: int, seed: int) -> float:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from normlab import data
+from normlab import data, train
 from normlab.experiments._common import Claim, sigmoid_mlp
 
 __all__ = [
@@ -78,22 +78,15 @@ def _train_and_measure(net: nn.Module, ds: data.Dataset, lr: float, batch_size: 
     measured = []
     for epoch in range(1, epochs + 1):
         net.train()
+        # own loop: no per-step log (train.train records every step's loss and accuracy), for the time budget
         for _, idx in zip(range(per_epoch), batches):
             loss = nn.functional.cross_entropy(net(ds.x_train[idx]), ds.y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         if epoch > epochs - last:
-            measured.append(_loss_and_accuracy(net, ds.x_train, ds.y_train) + _loss_and_accuracy(net, ds.x_test,
-                                                                                                 ds.y_test))
+            measured.append(train.evaluate(net, ds, split="train") + train.evaluate(net, ds))
     return np.asarray(measured)
-
-
-def _loss_and_accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    net.eval()
-    with torch.no_grad():
-        out = net(x)
-        return nn.functional.cross_entropy(out, y).item(), (out.argmax(1) == y).float().mean().item()
 
 
 def noise_scale_grid(seed: int = 0, epochs: int = 20, batch_sizes: Sequence[int] = BATCH_SIZES,

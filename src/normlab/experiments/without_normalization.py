@@ -328,6 +328,7 @@ def fixup_update_size(seed: int = 0, depths: Sequence[int] = (4, 8, 16, 32, 64),
                     with torch.no_grad():
                         block.branch.linear0.weight.mul_(depth**0.5)   # undo L^(−1/2): He-sized inner layers
                 branch_weights += [block.branch.linear0.weight, block.branch.linear1.weight]
+            # one SGD step on the branches' weights alone, a measurement of its effect (not training)
             opt = torch.optim.SGD(branch_weights, lr=lr)
             with torch.no_grad():
                 f0 = net(x)
