@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from normlab import models
 from normlab.experiments import layernorm
 
 SEEDS = [101, 102, 103, 104, 105]
@@ -58,8 +59,8 @@ def test_timings_are_within_a_wide_margin_of_batchnorm():
 def test_elman_rnn_with_normlab_layernorm_computes_the_same_function():
     from normlab.layers import LayerNorm
     x = torch.randn(3, 7, 1, generator=torch.Generator().manual_seed(0))
-    fast = layernorm.ElmanRNN(1, 8, 1, layer_norm=True, recurrent_gain=2.0, seed=0)
-    ours = layernorm.ElmanRNN(1, 8, 1, layer_norm=True, recurrent_gain=2.0, seed=0, norm_layer=LayerNorm)
+    fast = models.ElmanRNN(1, 8, 1, layer_norm=True, recurrent_gain=2.0, seed=0)
+    ours = models.ElmanRNN(1, 8, 1, layer_norm=True, recurrent_gain=2.0, seed=0, norm_layer=LayerNorm)
     for a, b in zip(fast(x), ours(x)):
         torch.testing.assert_close(a, b)
 

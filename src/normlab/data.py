@@ -14,6 +14,8 @@ Contents:
 - :func:`gaussian_classification`: class-conditional Gaussians.
 - :func:`linear_regression`: y = X w* + noise with per-feature scales.
 - :func:`epoch_batches`: the minibatch sampler of every training loop.
+- :func:`delayed_copy`: random sequences and their copy delayed by a few steps, the RNN task of
+  chapter ``07_layernorm``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 __all__ = [
     "Dataset",
     "default_cache_dir",
+    "delayed_copy",
     "diabetes",
     "digits",
     "epoch_batches",
@@ -459,3 +462,14 @@ def sorting_task(num_train: int = 4000, num_test: int = 500, length: int = 8, vo
 
 
 __all__ += ["SortingTask", "sorting_task"]
+
+
+def delayed_copy(num_sequences: int, length: int, delay: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_t ~ N(0, 1) of shape (num_sequences, length, 1); the target is y_t = x_{t−delay} (0 before).
+
+    Used in chapter ``07_layernorm``.
+    """
+    x = torch.randn(num_sequences, length, 1, generator=generator)
+    y = torch.zeros_like(x)
+    y[:, delay:] = x[:, :-delay]
+    return x, y

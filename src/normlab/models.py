@@ -6,6 +6,8 @@
   chosen branch scale s, for the chapters on initialization and scaled WeightNorm.
 - :func:`residual_cnn`: the same blocks with 3×3 convolutions on small images (digits as
   1×8×8), a global average pool and a Linear head, for chapter 13 (Fixup on a CNN).
+- :class:`ElmanRNN`: a tanh RNN with or without LayerNorm on its summed inputs, for chapter
+  ``07_layernorm``.
 
 Layers keep PyTorch's default initialization (chapters that study initialization
 re-initialize them with ``normlab.init``); only the seed is fixed here.
@@ -13,15 +15,17 @@ re-initialize them with ``normlab.init``); only the seed is fixed here.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = [
     "ACTIVATIONS",
+    "ElmanRNN",
     "GlobalAvgPool2d",
     "ResidualBlock",
     "hidden_linear_layers",
@@ -297,3 +301,48 @@ def residual_blocks(model: nn.Sequential) -> list[ResidualBlock]:
         raise ValueError(f"residual_blocks expects a model built by normlab.models.residual_mlp or "
                          f"residual_cnn; got {type(model).__name__}.")
     return blocks
+
+
+class ElmanRNN(nn.Module):
+    """A tanh RNN, with LayerNorm on the summed inputs (Ba, Kiros & Hinton 2016, §3.1) or without.
+
+    a_t = W_hh h_{t−1} + W_xh x_t,  h_t = tanh(g/σ_t ⊙ (a_t − μ_t) + b)  with ``layer_norm=True``
+    (μ_t, σ_t over the hidden units of each example at each step: normlab's :class:`LayerNorm`),
+    h_t = tanh(a_t + b) without; h_0 = 0; the output at each step is a Linear of h_t.
+    W_hh starts as ``recurrent_gain`` times a random orthogonal matrix, W_xh with entries of
+    variance 1/input_size; all drawn from a generator seeded by ``seed``. ``norm_layer`` builds
+    the LayerNorm: ``torch.nn.LayerNorm`` by default because it runs 50 times per sequence and
+    the fused built-in is cheaper per call than :class:`normlab.layers.LayerNorm` (a Python
+    ``autograd.Function``), which is a drop-in replacement computing the same function.
+    Used in chapter ``07_layernorm``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, layer_norm: bool,
+                 recurrent_gain: float = 1.0, seed: int = 0,
+                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.weight_ih = nn.Parameter(torch.randn(hidden_size, input_size, generator=g) / math.sqrt(input_size))
+        self.weight_hh = nn.Parameter(torch.linalg.qr(torch.randn(hidden_size, hidden_size, generator=g))[0]
+                                      * recurrent_gain)
+        self.norm = norm_layer(hidden_size) if layer_norm else None
+        self.bias = None if layer_norm else nn.Parameter(torch.zeros(hidden_size))  # LN's β is the bias
+        self.output = nn.Linear(hidden_size, output_size)
+        with torch.no_grad():
+            self.output.weight.copy_(torch.randn(output_size, hidden_size, generator=g) / math.sqrt(hidden_size))
+            self.output.bias.zero_()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x of shape (N, T, input_size) → (outputs (N, T, out), summed inputs a (N, T, H), h (N, T, H))."""
+        if x.dim() != 3:
+            raise ValueError(f"ElmanRNN expects input of shape (N, T, input_size); got shape {tuple(x.shape)}.")
+        h = x.new_zeros(x.shape[0], self.weight_hh.shape[0])
+        summed, hidden = [], []
+        inputs = x @ self.weight_ih.T
+        for t in range(x.shape[1]):
+            a = h @ self.weight_hh.T + inputs[:, t]
+            h = torch.tanh(self.norm(a) if self.norm is not None else a + self.bias)
+            summed.append(a)
+            hidden.append(h)
+        hidden_t = torch.stack(hidden, 1)
+        return self.output(hidden_t), torch.stack(summed, 1), hidden_t

@@ -9,6 +9,9 @@
   ``03_batchnorm_experiments`` and ``04_internal_covariate_shift``).
 - :func:`as_float64`: a dataset with float64 features, for experiments that check identities
   to float precision (chapters ``06_weightnorm`` and ``09_weight_decay``).
+- :func:`relative_change`, :data:`TRANSFORMATIONS`, :data:`PAPER_COLUMNS`, :data:`BA_ET_AL_TABLE1`: how much
+  a normalizer's output changes under a transformation of the weights or the data (Ba, Kiros & Hinton's
+  Table 1), for chapters ``07_layernorm`` (BN, WN, LN) and ``11_transformers`` (RMSNorm).
 - :class:`Claim`: what a claim function returns: whether it holds, what it measured and the
   threshold it compared that with.
 
@@ -20,17 +23,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from normlab import data, models
-from normlab.layers import BatchNorm1d
+from normlab.layers import BatchNorm1d, LayerNorm, WeightNormLinear
 
-__all__ = ["Claim", "HIDDEN", "NORMS", "as_float64", "median_drift", "ratio", "sigmoid_mlp", "steps_to_accuracy",
-           "width_change"]
+__all__ = ["BA_ET_AL_TABLE1", "Claim", "HIDDEN", "NORMALIZERS", "NORMS", "PAPER_COLUMNS", "TRANSFORMATIONS", "as_float64",
+           "median_drift", "ratio", "relative_change", "sigmoid_mlp", "steps_to_accuracy", "width_change"]
 
 #: Hidden widths of the book's standard MLP: three hidden layers of 100 units (Ioffe & Szegedy, §4.1).
 HIDDEN = (100, 100, 100)
@@ -130,3 +134,155 @@ def as_float64(ds: data.Dataset) -> data.Dataset:
     precision (about 1e-16) and are checked to 1e-10 or tighter.
     """
     return dataclasses.replace(ds, x_train=ds.x_train.to(torch.float64), x_test=ds.x_test.to(torch.float64))
+
+
+# ----------------------------------------------------------------------------
+# The invariance table (Ba, Kiros & Hinton 2016, Table 1): chapters 07_layernorm and 11_transformers
+#
+# Each normalizer is one layer acting on a batch X of shape (N, d_in):
+#   BN: y = BatchNorm1d(W x), training mode (statistics of this batch)
+#   LN: y = LayerNorm(W x)
+#   WN: y = g ⊙ (V x) / ‖v_i‖ + b   (normlab's WeightNormLinear; "the weights" are V)
+# with no bias inside W x (the normalizer's β, or WN's b, is the bias), and γ, β (g, b) drawn
+# at random so that the affine part is not the identity. A transformation changes the weights
+# or the data; the cell is max |y' − y| / max |y| over the whole batch.
+
+NORMALIZERS = ("batch", "weight", "layer")
+
+#: The columns of Ba et al.'s Table 1, in their order.
+PAPER_COLUMNS = (
+    "weight matrix re-scaling",
+    "weight matrix re-centering",
+    "weight vector re-scaling",
+    "dataset re-scaling",
+    "dataset re-centering",
+    "single training case re-scaling",
+)
+
+#: Ba, Kiros & Hinton (2016), Table 1: True where the paper says "Invariant", False for "No".
+BA_ET_AL_TABLE1: dict[str, dict[str, bool]] = {
+    "batch": dict(zip(PAPER_COLUMNS, (True, False, True, True, True, False))),
+    "weight": dict(zip(PAPER_COLUMNS, (True, False, True, False, False, False))),
+    "layer": dict(zip(PAPER_COLUMNS, (True, True, False, True, False, True))),
+}
+
+# A transformation maps (W, X, rng) to (W', X'). W has shape (d_out, d_in), X (N, d_in).
+Transformation = Callable[[Tensor, Tensor, np.random.Generator], tuple[Tensor, Tensor]]
+
+
+def _float64_tensor(values: np.ndarray) -> Tensor:
+    """``values`` as a float64 torch tensor (the transformations draw with NumPy, the layers run in torch)."""
+    return torch.as_tensor(values, dtype=torch.float64)
+
+
+def _rescale_matrix(w, x, rng):
+    """W' = δ W, one factor δ > 0 for the whole matrix."""
+    return rng.uniform(2.0, 5.0) * w, x
+
+
+def _recenter_matrix(w, x, rng):
+    """W' = W + 1 γᵀ: every row (every unit's incoming weights) shifted by the same vector γ."""
+    return w + _float64_tensor(rng.standard_normal((1, w.shape[1]))), x
+
+
+def _recenter_rows_differently(w, x, rng):
+    """W' = W + Γ: each row shifted by its own vector (not a re-centering of the matrix)."""
+    return w + _float64_tensor(rng.standard_normal(w.shape)), x
+
+
+def _rescale_vectors(w, x, rng):
+    """w_i' = δ_i w_i: each unit's incoming weight vector scaled by its own δ_i > 0."""
+    return w * _float64_tensor(rng.uniform(0.2, 5.0, (w.shape[0], 1))), x
+
+
+def _rescale_matrix_negative(w, x, rng):
+    """W' = −δ W: a re-scaling by a negative factor."""
+    return -rng.uniform(2.0, 5.0) * w, x
+
+
+def _rescale_matrix_tiny(w, x, rng):
+    """W' = 10⁻³ W: a re-scaling that brings the summed inputs' variance near ε = 10⁻⁵."""
+    return 1e-3 * w, x
+
+
+def _rescale_data(w, x, rng):
+    """X' = δ X: every example scaled by the same δ > 0."""
+    return w, rng.uniform(2.0, 5.0) * x
+
+
+def _recenter_data(w, x, rng):
+    """X' = X + 1 γᵀ: the same vector γ added to every example."""
+    return w, x + _float64_tensor(rng.standard_normal((1, x.shape[1])))
+
+
+def _rescale_one_case(w, x, rng):
+    """x_0' = δ x_0: one training example scaled, the others unchanged."""
+    x = x.clone()
+    x[0] *= rng.uniform(2.0, 5.0)
+    return w, x
+
+
+#: Every transformation :func:`relative_change` knows: the paper's six, then three caveats.
+TRANSFORMATIONS: dict[str, Transformation] = {
+    "weight matrix re-scaling": _rescale_matrix,
+    "weight matrix re-centering": _recenter_matrix,
+    "weight vector re-scaling": _rescale_vectors,
+    "dataset re-scaling": _rescale_data,
+    "dataset re-centering": _recenter_data,
+    "single training case re-scaling": _rescale_one_case,
+    "rows shifted by different vectors": _recenter_rows_differently,
+    "weight matrix re-scaling by a negative factor": _rescale_matrix_negative,
+    "weight matrix re-scaling by 1e-3": _rescale_matrix_tiny,
+}
+
+
+def _normalized_layer(norm: str, d_in: int, d_out: int, eps: float,
+                      rng: np.random.Generator) -> tuple[Callable[[Tensor, Tensor], Tensor], Tensor]:
+    """A function (W, X) ↦ y for ``norm`` with fixed random affine parameters, and a random W."""
+    w = _float64_tensor(rng.standard_normal((d_out, d_in)))
+    scale = _float64_tensor(rng.uniform(0.5, 2.0, d_out))
+    shift = _float64_tensor(rng.standard_normal(d_out))
+    if norm in ("batch", "layer"):
+        layer = BatchNorm1d(d_out, eps=eps, dtype=torch.float64) if norm == "batch" else LayerNorm(d_out, eps=eps, dtype=torch.float64)
+        with torch.no_grad():
+            layer.weight.copy_(scale)
+            layer.bias.copy_(shift)
+        layer.train()  # BN: statistics of the batch at hand
+
+        def apply(weights: Tensor, x: Tensor) -> Tensor:
+            return layer(x @ weights.T)
+        return apply, w
+    if norm == "weight":
+        linear = WeightNormLinear(d_in, d_out, dtype=torch.float64)
+        with torch.no_grad():
+            linear.g.copy_(scale)     # g
+            linear.bias.copy_(shift)  # b
+
+        def apply(weights: Tensor, x: Tensor) -> Tensor:
+            with torch.no_grad():
+                linear.v.copy_(weights)  # v, the direction
+            return linear(x)
+        return apply, w
+    raise ValueError(f"norm must be one of {list(NORMALIZERS)}; got {norm!r}.")
+
+
+def relative_change(norm: str, transformation: str, seed: int = 0, n: int = 16, d_in: int = 8,
+                    d_out: int = 6, eps: float = 0.0) -> float:
+    """max |y' − y| / max |y| for one normalizer under one transformation of weights or data.
+
+    y is the layer's output on a random batch X (N = ``n`` examples, ``d_in`` features, entries
+    N(1, 2²) so the data are not centred) with random weights W (``d_out`` × ``d_in``); y' is
+    the output after ``TRANSFORMATIONS[transformation]``. BN is in training mode; ``eps=0`` (the
+    default) makes the invariances exact up to float64 rounding, so an invariant cell is
+    about 1e-15 and a non-invariant one is of order 0.1–1.
+    Used in chapter ``07_layernorm``.
+    """
+    if transformation not in TRANSFORMATIONS:
+        raise ValueError(f"Unknown transformation {transformation!r}; choose one of {list(TRANSFORMATIONS)}.")
+    rng = np.random.default_rng(seed)
+    apply, w = _normalized_layer(norm, d_in, d_out, eps, rng)
+    x = _float64_tensor(1.0 + 2.0 * rng.standard_normal((n, d_in)))
+    w2, x2 = TRANSFORMATIONS[transformation](w, x, rng)
+    with torch.no_grad():
+        y, y2 = apply(w, x), apply(w2, x2)
+    return float((y2 - y).abs().max() / y.abs().max())

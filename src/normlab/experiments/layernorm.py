@@ -10,7 +10,7 @@
 - :func:`batch_size_sensitivity`: test accuracy of the same MLP with BN, GN and LN trained at
   batch sizes 32 down to 2 on the same number of examples. Claim:
   :func:`bn_degrades_where_batch_free_norms_hold`.
-- :class:`ElmanRNN` and :func:`rnn_hidden_statistics`: a tanh RNN with and without LN in the
+- :func:`rnn_hidden_statistics`: a tanh RNN (:class:`normlab.models.ElmanRNN`) with and without LN in the
   recurrence (Ba et al.'s h_t = tanh(g/σ_t ⊙ (a_t − μ_t) + b)) on a delayed-copy task; the
   statistics of the summed inputs over time steps. Claims: :func:`ln_fixes_scale_over_time`,
   :func:`ln_rescues_large_recurrent_gain`, :func:`plain_rnn_wins_at_unit_gain`,
@@ -30,7 +30,6 @@ WeightNorm is ``normlab.layers.WeightNormLinear`` (tested against
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,17 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from normlab import data, models, train
-from normlab.experiments._common import HIDDEN, Claim, ratio
+from normlab.data import delayed_copy
+from normlab.experiments._common import (
+    BA_ET_AL_TABLE1,
+    HIDDEN,
+    NORMALIZERS,
+    PAPER_COLUMNS,
+    TRANSFORMATIONS,
+    Claim,
+    ratio,
+    relative_change,
+)
 from normlab.layers import (
     BatchNorm1d,
     BatchNorm2d,
@@ -49,13 +58,12 @@ from normlab.layers import (
     InstanceNorm2d,
     LayerNorm,
     RMSNorm,
-    WeightNormLinear,
 )
+from normlab.models import ElmanRNN
 
 __all__ = [
     "BA_ET_AL_TABLE1",
     "ComparisonRecord",
-    "ElmanRNN",
     "InvarianceRecord",
     "NormBatchSizeRecord",
     "PAPER_COLUMNS",
@@ -66,7 +74,6 @@ __all__ = [
     "bn_degrades_where_batch_free_norms_hold",
     "comparison_facts_hold",
     "comparison_measurements",
-    "delayed_copy",
     "invariance_matches_paper",
     "invariance_table",
     "ln_fixes_scale_over_time",
@@ -84,155 +91,8 @@ __all__ = [
 F64 = torch.float64
 
 # ----------------------------------------------------------------------------
-# 1. The invariance table (Ba, Kiros & Hinton 2016, Table 1)
-#
-# Each normalizer is one layer acting on a batch X of shape (N, d_in):
-#   BN: y = BatchNorm1d(W x), training mode (statistics of this batch)
-#   LN: y = LayerNorm(W x)
-#   WN: y = g ⊙ (V x) / ‖v_i‖ + b   (normlab's WeightNormLinear; "the weights" are V)
-# with no bias inside W x (the normalizer's β, or WN's b, is the bias), and γ, β (g, b) drawn
-# at random so that the affine part is not the identity. A transformation changes the weights
-# or the data; the cell is max |y' − y| / max |y| over the whole batch.
-
-NORMALIZERS = ("batch", "weight", "layer")
-
-#: The columns of Ba et al.'s Table 1, in their order.
-PAPER_COLUMNS = (
-    "weight matrix re-scaling",
-    "weight matrix re-centering",
-    "weight vector re-scaling",
-    "dataset re-scaling",
-    "dataset re-centering",
-    "single training case re-scaling",
-)
-
-#: Ba, Kiros & Hinton (2016), Table 1: True where the paper says "Invariant", False for "No".
-BA_ET_AL_TABLE1: dict[str, dict[str, bool]] = {
-    "batch": dict(zip(PAPER_COLUMNS, (True, False, True, True, True, False))),
-    "weight": dict(zip(PAPER_COLUMNS, (True, False, True, False, False, False))),
-    "layer": dict(zip(PAPER_COLUMNS, (True, True, False, True, False, True))),
-}
-
-# A transformation maps (W, X, rng) to (W', X'). W has shape (d_out, d_in), X (N, d_in).
-Transformation = Callable[[Tensor, Tensor, np.random.Generator], tuple[Tensor, Tensor]]
-
-
-def _float64_tensor(values: np.ndarray) -> Tensor:
-    """``values`` as a float64 torch tensor (the transformations draw with NumPy, the layers run in torch)."""
-    return torch.as_tensor(values, dtype=F64)
-
-
-def _rescale_matrix(w, x, rng):
-    """W' = δ W, one factor δ > 0 for the whole matrix."""
-    return rng.uniform(2.0, 5.0) * w, x
-
-
-def _recenter_matrix(w, x, rng):
-    """W' = W + 1 γᵀ: every row (every unit's incoming weights) shifted by the same vector γ."""
-    return w + _float64_tensor(rng.standard_normal((1, w.shape[1]))), x
-
-
-def _recenter_rows_differently(w, x, rng):
-    """W' = W + Γ: each row shifted by its own vector (not a re-centering of the matrix)."""
-    return w + _float64_tensor(rng.standard_normal(w.shape)), x
-
-
-def _rescale_vectors(w, x, rng):
-    """w_i' = δ_i w_i: each unit's incoming weight vector scaled by its own δ_i > 0."""
-    return w * _float64_tensor(rng.uniform(0.2, 5.0, (w.shape[0], 1))), x
-
-
-def _rescale_matrix_negative(w, x, rng):
-    """W' = −δ W: a re-scaling by a negative factor."""
-    return -rng.uniform(2.0, 5.0) * w, x
-
-
-def _rescale_matrix_tiny(w, x, rng):
-    """W' = 10⁻³ W: a re-scaling that brings the summed inputs' variance near ε = 10⁻⁵."""
-    return 1e-3 * w, x
-
-
-def _rescale_data(w, x, rng):
-    """X' = δ X: every example scaled by the same δ > 0."""
-    return w, rng.uniform(2.0, 5.0) * x
-
-
-def _recenter_data(w, x, rng):
-    """X' = X + 1 γᵀ: the same vector γ added to every example."""
-    return w, x + _float64_tensor(rng.standard_normal((1, x.shape[1])))
-
-
-def _rescale_one_case(w, x, rng):
-    """x_0' = δ x_0: one training example scaled, the others unchanged."""
-    x = x.clone()
-    x[0] *= rng.uniform(2.0, 5.0)
-    return w, x
-
-
-#: Every transformation :func:`relative_change` knows: the paper's six, then three caveats.
-TRANSFORMATIONS: dict[str, Transformation] = {
-    "weight matrix re-scaling": _rescale_matrix,
-    "weight matrix re-centering": _recenter_matrix,
-    "weight vector re-scaling": _rescale_vectors,
-    "dataset re-scaling": _rescale_data,
-    "dataset re-centering": _recenter_data,
-    "single training case re-scaling": _rescale_one_case,
-    "rows shifted by different vectors": _recenter_rows_differently,
-    "weight matrix re-scaling by a negative factor": _rescale_matrix_negative,
-    "weight matrix re-scaling by 1e-3": _rescale_matrix_tiny,
-}
-
-
-def _normalized_layer(norm: str, d_in: int, d_out: int, eps: float,
-                      rng: np.random.Generator) -> tuple[Callable[[Tensor, Tensor], Tensor], Tensor]:
-    """A function (W, X) ↦ y for ``norm`` with fixed random affine parameters, and a random W."""
-    w = _float64_tensor(rng.standard_normal((d_out, d_in)))
-    scale = _float64_tensor(rng.uniform(0.5, 2.0, d_out))
-    shift = _float64_tensor(rng.standard_normal(d_out))
-    if norm in ("batch", "layer"):
-        layer = BatchNorm1d(d_out, eps=eps, dtype=F64) if norm == "batch" else LayerNorm(d_out, eps=eps, dtype=F64)
-        with torch.no_grad():
-            layer.weight.copy_(scale)
-            layer.bias.copy_(shift)
-        layer.train()  # BN: statistics of the batch at hand
-
-        def apply(weights: Tensor, x: Tensor) -> Tensor:
-            return layer(x @ weights.T)
-        return apply, w
-    if norm == "weight":
-        linear = WeightNormLinear(d_in, d_out, dtype=F64)
-        with torch.no_grad():
-            linear.g.copy_(scale)     # g
-            linear.bias.copy_(shift)  # b
-
-        def apply(weights: Tensor, x: Tensor) -> Tensor:
-            with torch.no_grad():
-                linear.v.copy_(weights)  # v, the direction
-            return linear(x)
-        return apply, w
-    raise ValueError(f"norm must be one of {list(NORMALIZERS)}; got {norm!r}.")
-
-
-def relative_change(norm: str, transformation: str, seed: int = 0, n: int = 16, d_in: int = 8,
-                    d_out: int = 6, eps: float = 0.0) -> float:
-    """max |y' − y| / max |y| for one normalizer under one transformation of weights or data.
-
-    y is the layer's output on a random batch X (N = ``n`` examples, ``d_in`` features, entries
-    N(1, 2²) so the data are not centred) with random weights W (``d_out`` × ``d_in``); y' is
-    the output after ``TRANSFORMATIONS[transformation]``. BN is in training mode; ``eps=0`` (the
-    default) makes the invariances exact up to float64 rounding, so an invariant cell is
-    about 1e-15 and a non-invariant one is of order 0.1–1.
-    Used in chapter ``07_layernorm``.
-    """
-    if transformation not in TRANSFORMATIONS:
-        raise ValueError(f"Unknown transformation {transformation!r}; choose one of {list(TRANSFORMATIONS)}.")
-    rng = np.random.default_rng(seed)
-    apply, w = _normalized_layer(norm, d_in, d_out, eps, rng)
-    x = _float64_tensor(1.0 + 2.0 * rng.standard_normal((n, d_in)))
-    w2, x2 = TRANSFORMATIONS[transformation](w, x, rng)
-    with torch.no_grad():
-        y, y2 = apply(w, x), apply(w2, x2)
-    return float((y2 - y).abs().max() / y.abs().max())
+# 1. The invariance table (Ba, Kiros & Hinton 2016, Table 1): the transformations and
+# relative_change are in experiments/_common.py, since chapter 11 extends the table to RMSNorm.
 
 
 @dataclass
@@ -425,62 +285,6 @@ def bn_degrades_where_batch_free_norms_hold(record: NormBatchSizeRecord, bn_drop
 
 # ----------------------------------------------------------------------------
 # 4. LayerNorm in a recurrent network
-
-
-class ElmanRNN(nn.Module):
-    """A tanh RNN, with LayerNorm on the summed inputs (Ba, Kiros & Hinton 2016, §3.1) or without.
-
-    a_t = W_hh h_{t−1} + W_xh x_t,  h_t = tanh(g/σ_t ⊙ (a_t − μ_t) + b)  with ``layer_norm=True``
-    (μ_t, σ_t over the hidden units of each example at each step: normlab's :class:`LayerNorm`),
-    h_t = tanh(a_t + b) without; h_0 = 0; the output at each step is a Linear of h_t.
-    W_hh starts as ``recurrent_gain`` times a random orthogonal matrix, W_xh with entries of
-    variance 1/input_size; all drawn from a generator seeded by ``seed``. ``norm_layer`` builds
-    the LayerNorm: ``torch.nn.LayerNorm`` by default because it runs 50 times per sequence and
-    the fused built-in is cheaper per call than :class:`normlab.layers.LayerNorm` (a Python
-    ``autograd.Function``), which is a drop-in replacement computing the same function.
-    Used in chapter ``07_layernorm``.
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, layer_norm: bool,
-                 recurrent_gain: float = 1.0, seed: int = 0,
-                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.weight_ih = nn.Parameter(torch.randn(hidden_size, input_size, generator=g) / math.sqrt(input_size))
-        self.weight_hh = nn.Parameter(torch.linalg.qr(torch.randn(hidden_size, hidden_size, generator=g))[0]
-                                      * recurrent_gain)
-        self.norm = norm_layer(hidden_size) if layer_norm else None
-        self.bias = None if layer_norm else nn.Parameter(torch.zeros(hidden_size))  # LN's β is the bias
-        self.output = nn.Linear(hidden_size, output_size)
-        with torch.no_grad():
-            self.output.weight.copy_(torch.randn(output_size, hidden_size, generator=g) / math.sqrt(hidden_size))
-            self.output.bias.zero_()
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x of shape (N, T, input_size) → (outputs (N, T, out), summed inputs a (N, T, H), h (N, T, H))."""
-        if x.dim() != 3:
-            raise ValueError(f"ElmanRNN expects input of shape (N, T, input_size); got shape {tuple(x.shape)}.")
-        h = x.new_zeros(x.shape[0], self.weight_hh.shape[0])
-        summed, hidden = [], []
-        inputs = x @ self.weight_ih.T
-        for t in range(x.shape[1]):
-            a = h @ self.weight_hh.T + inputs[:, t]
-            h = torch.tanh(self.norm(a) if self.norm is not None else a + self.bias)
-            summed.append(a)
-            hidden.append(h)
-        hidden_t = torch.stack(hidden, 1)
-        return self.output(hidden_t), torch.stack(summed, 1), hidden_t
-
-
-def delayed_copy(num_sequences: int, length: int, delay: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """x_t ~ N(0, 1) of shape (num_sequences, length, 1); the target is y_t = x_{t−delay} (0 before).
-
-    Used in chapter ``07_layernorm``.
-    """
-    x = torch.randn(num_sequences, length, 1, generator=generator)
-    y = torch.zeros_like(x)
-    y[:, delay:] = x[:, :-delay]
-    return x, y
 
 
 @dataclass

@@ -6,7 +6,7 @@
   effective learning rate of W is η/‖W‖²_F. Scaling each row by its own factor breaks LN's
   invariance but not BN's. Claim: :func:`ln_effective_learning_rate_holds`.
 - :func:`rnn_batch_statistics`: the batch statistics of the summed inputs of the chapter's tanh
-  RNN (:class:`normlab.experiments.layernorm.ElmanRNN`, without LN) at every time step, on
+  RNN (:class:`normlab.models.ElmanRNN`, without LN) at every time step, on
   sequences twice as long as the training ones. Claim: :func:`batch_statistics_trend_then_settle`.
 
 Each claim returns a :class:`~normlab.experiments._common.Claim` (holds, measured, threshold).
@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from normlab import data
+from normlab.data import delayed_copy
 from normlab.experiments._common import Claim, as_float64
-from normlab.experiments.layernorm import ElmanRNN, delayed_copy
+from normlab.models import ElmanRNN
 
 __all__ = ["EffectiveLRRecord", "RNNBatchStatisticsRecord", "batch_statistics_trend_then_settle",
            "effective_learning_rate", "ln_effective_learning_rate_holds", "rnn_batch_statistics"]

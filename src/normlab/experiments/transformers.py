@@ -32,10 +32,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from normlab.data import SortingTask, sorting_task
-from normlab.experiments import layernorm as ln_exp
 from normlab.layers import LayerNorm, RMSNorm
 from normlab.transformer import Transformer, sequence_loss
-from normlab.experiments._common import Claim
+from normlab.experiments._common import BA_ET_AL_TABLE1, PAPER_COLUMNS, TRANSFORMATIONS, Claim, relative_change
 
 __all__ = [
     "BranchShareRecord",
@@ -470,7 +469,7 @@ class InvarianceRows:
 
 
 #: Zhang & Sennrich (2019), Table 1, RMSNorm's row (LayerNorm's is Ba et al.'s).
-RMS_TABLE1 = dict(zip(ln_exp.PAPER_COLUMNS, (True, False, False, True, False, True)))
+RMS_TABLE1 = dict(zip(PAPER_COLUMNS, (True, False, False, True, False, True)))
 
 
 def _rms_relative_change(transformation: str, seed: int, n: int = 16, d_in: int = 8, d_out: int = 6) -> float:
@@ -481,7 +480,7 @@ def _rms_relative_change(transformation: str, seed: int, n: int = 16, d_in: int 
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(rng.uniform(0.5, 2.0, d_out)))
     x = torch.as_tensor(1.0 + 2.0 * rng.standard_normal((n, d_in)), dtype=torch.float64)
-    w2, x2 = ln_exp.TRANSFORMATIONS[transformation](w, x, rng)
+    w2, x2 = TRANSFORMATIONS[transformation](w, x, rng)
     with torch.no_grad():
         y, y2 = layer(x @ w.T), layer(x2 @ w2.T)
     return float((y2 - y).abs().max() / y.abs().max())
@@ -490,10 +489,10 @@ def _rms_relative_change(transformation: str, seed: int, n: int = 16, d_in: int 
 def rms_invariance_rows(seed: int = 0, tolerance: float = 1e-9) -> InvarianceRows:
     """LayerNorm's row of Ba et al.'s invariance table (chapter 7) and RMSNorm's, computed the same way.
     Chapter ``11_transformers``."""
-    columns = ln_exp.PAPER_COLUMNS
-    cells = np.array([[ln_exp.relative_change("layer", c, seed=seed) for c in columns],
+    columns = PAPER_COLUMNS
+    cells = np.array([[relative_change("layer", c, seed=seed) for c in columns],
                       [_rms_relative_change(c, seed) for c in columns]])
-    paper = np.array([[ln_exp.BA_ET_AL_TABLE1["layer"][c] for c in columns], [RMS_TABLE1[c] for c in columns]])
+    paper = np.array([[BA_ET_AL_TABLE1["layer"][c] for c in columns], [RMS_TABLE1[c] for c in columns]])
     return InvarianceRows(("layer", "rms"), tuple(columns), cells, paper, tolerance)
 
 
