@@ -111,11 +111,13 @@ nbgrader: $(INSTALLED)
 	$(BIN)/python -m normlab.nbgrader_course --out _build/nbgrader
 
 # nbval executes every notebook a second time and records what it glues (normlab.book.record_glue);
-# tests/after_notebooks then compares those values with the build's.
+# tests/after_notebooks then compares those values with the build's. _build/test-results.xml keeps every
+# test's time (JUnit XML), for finding what makes the run long.
 GLUE_RECORD := _build/glue-record
 test: system-browser book student nbgrader-env
 	rm -rf $(GLUE_RECORD)
 	NORMLAB_GLUE_RECORD=$(CURDIR)/$(GLUE_RECORD) $(BIN)/python -m pytest -n 2 --dist loadfile --durations=20 \
+	  --junitxml=_build/test-results.xml \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
 	  tests chapters
 	NORMLAB_GLUE_RECORD=$(CURDIR)/$(GLUE_RECORD) $(BIN)/python -m pytest -q -p no:xdist tests/after_notebooks
