@@ -1,18 +1,20 @@
-"""The floor of an unfused closed-form backward: how close normlab's LayerNorm and GroupNorm can get to torch.
+"""Why normlab's normalization layers compile their backward: the floor of the closed form in torch ops.
 
 Not a test: timings depend on the machine. Issue 13 asks normlab's layers for at most 1.3x torch's time on
-large inputs, with the backward written as the closed form in general torch ops (no normalization backward
-kernel, no compiler). This script times, on the benchmark's large shapes, float32, one thread:
+large inputs, with the backward normlab's own closed form (no normalization backward kernel of torch's).
+This script times, on the benchmark's large shapes, float32, one thread:
 
 - torch's fused kernels alone: ``native_layer_norm`` / ``native_group_norm`` forward and their backward;
-- the full-size passes that normlab's forms need and cannot merge, back to back, without any of the small
-  per-row or per-channel ops, without autograd: the least time any implementation of those forms takes.
+- the floor of the closed form in general torch ops: the full-size passes those forms need and cannot
+  merge, back to back, without any of the small per-row or per-channel ops, without autograd. No
+  implementation in torch ops can be faster, and that floor is about 1.5-1.7x torch here;
+- what normlab does on the CPU: torch's fused forward, then the closed form as one loop that numba
+  compiles (``normlab.layers._kernels``), which makes two passes over memory, as torch's backward does.
 
-LayerNorm (x̂ form, layers/layernorm.py): the forward is the fused kernel with γ = 1 (x̂) and one addcmul
-(y); the backward P = dy·x̂, four matrix-vector products (Σ dy·x̂ and Σ dy over the rows, Σ ĝ and Σ ĝ·x̂
-over the columns) and three passes for dx. GroupNorm (x form): the fused forward, then P = dy·x, two sums
-over the spatial positions and three passes for dx. The ratio floor / torch is the best the layer's ratio
-can be; the layers add the small ops and the autograd Function around them.
+LayerNorm (x̂ form, the torch-ops path of layers/layernorm.py): the forward is the fused kernel with γ = 1
+(x̂) and one addcmul (y); the backward P = dy·x̂, four matrix-vector products (Σ dy·x̂ and Σ dy over the
+rows, Σ ĝ and Σ ĝ·x̂ over the columns) and three passes for dx. GroupNorm (x form): the fused forward,
+then P = dy·x, two sums over the spatial positions and three passes for dx.
 
 Run from the repository root:  .venv/bin/python benchmarks/normalization_floor.py
 """
@@ -24,6 +26,11 @@ import time
 from collections.abc import Callable
 
 import torch
+
+from normlab.layers import _kernels
+
+
+Step = Callable[[], None]
 
 
 def median_us(step: Callable[[], object], rounds: int = 15, round_s: float = 0.02) -> float:
@@ -42,8 +49,9 @@ def median_us(step: Callable[[], object], rounds: int = 15, round_s: float = 0.0
     return statistics.median(times)
 
 
-def layer_norm_steps(generator: torch.Generator) -> tuple[Callable[[], None], Callable[[], None]]:
-    """torch's fused LayerNorm forward + backward, and the floor of the x̂ form, at 512×1024."""
+def layer_norm_steps(generator: torch.Generator) -> tuple[Step, Step, Step]:
+    """torch's fused LayerNorm forward + backward, the floor of the x̂ form, and normlab's compiled
+    backward after torch's forward, at 512×1024."""
     rows, n = 512, 1024
     x, dy = torch.randn(rows, n, generator=generator), torch.randn(rows, n, generator=generator)
     weight, bias, ones = torch.randn(n, generator=generator), torch.randn(n, generator=generator), torch.ones(n)
@@ -62,11 +70,16 @@ def layer_norm_steps(generator: torch.Generator) -> tuple[Callable[[], None], Ca
         torch.mv(dy, weight), torch.mv(product, weight)  # Σ ĝ, Σ ĝ·x̂ per row
         torch.addcmul(per_row, dy, weight, out=product).addcmul_(xhat, per_row).mul_(per_row)  # dx
 
-    return fused, floor
+    def compiled() -> None:
+        _, mean, invstd = torch.native_layer_norm(x, (n,), weight, bias, 1e-5)
+        _kernels.layer_norm_backward(dy, x, mean, invstd, weight, 1)
+
+    return fused, floor, compiled
 
 
-def group_norm_steps(generator: torch.Generator) -> tuple[Callable[[], None], Callable[[], None]]:
-    """torch's fused GroupNorm forward + backward, and the floor of the x form, at 32×256×16×16, 32 groups."""
+def group_norm_steps(generator: torch.Generator) -> tuple[Step, Step, Step]:
+    """torch's fused GroupNorm forward + backward, the floor of the x form, and normlab's compiled
+    backward after torch's forward, at 32×256×16×16, 32 groups."""
     batch, channels, groups, side = 32, 256, 32, 16
     spatial, per_group = side * side, channels // groups
     shape = (batch, channels, side, side)
@@ -88,7 +101,11 @@ def group_norm_steps(generator: torch.Generator) -> tuple[Callable[[], None], Ca
         product.sum(-1), dys.sum(-1)  # Σ dy·x, Σ dy per channel
         torch.mul(dys, per_channel_vector, out=product).addcmul_(xs, per_group_vector).sub_(per_group_vector)
 
-    return fused, floor
+    def compiled() -> None:
+        _, mean, invstd = torch.native_group_norm(x, weight, bias, batch, channels, spatial, groups, 1e-5)
+        _kernels.group_norm_backward(dy, x, mean, invstd, weight)
+
+    return fused, floor, compiled
 
 
 def main() -> None:
@@ -97,11 +114,13 @@ def main() -> None:
     del block
     generator = torch.Generator().manual_seed(0)
     print(f"torch {torch.__version__}, float32, CPU, one thread; µs per forward + backward, median of 15 rounds")
-    print(f"{'layer':<10} {'shape':<14} {'torch fused':>11} {'floor':>8} {'floor/torch':>11}")
+    print(f"{'layer':<10} {'shape':<14} {'torch fused':>11} {'floor':>8} {'floor/torch':>11} {'normlab':>8}"
+          f" {'normlab/torch':>13}")
     for name, shape, steps in [("LayerNorm", "512x1024", layer_norm_steps(generator)),
                                ("GroupNorm", "32x256x16x16", group_norm_steps(generator))]:
-        fused_us, floor_us = (median_us(step) for step in steps)
-        print(f"{name:<10} {shape:<14} {fused_us:>11.0f} {floor_us:>8.0f} {floor_us / fused_us:>11.2f}")
+        fused_us, floor_us, compiled_us = (median_us(step) for step in steps)
+        print(f"{name:<10} {shape:<14} {fused_us:>11.0f} {floor_us:>8.0f} {floor_us / fused_us:>11.2f}"
+              f" {compiled_us:>8.0f} {compiled_us / fused_us:>13.2f}")
 
 
 if __name__ == "__main__":

@@ -447,8 +447,8 @@ def normalizer_timings(batch: int = 128, features: int = 512, groups: int = 32, 
     The layers run interleaved (one pass of each, ``repeats`` rounds) so that a slow moment of
     a shared CPU hits all of them alike; the median discards the outliers. ``torch`` times the
     built-ins of ``torch.nn``, ``normlab`` the layers of :mod:`normlab.layers` (a Python
-    ``autograd.Function`` with the closed-form backward). Times are for the current thread
-    settings and machine: compare ratios, not absolute numbers.
+    ``autograd.Function`` whose closed-form backward numba compiles on the CPU). Times are for
+    the current thread settings and machine: compare ratios, not absolute numbers.
     Used in chapter ``07_layernorm``.
     """
     generator = torch.Generator().manual_seed(seed)

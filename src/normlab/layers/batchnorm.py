@@ -17,9 +17,11 @@ spatial position), with the names used in ``normlab.functional``:
     dx = γ/σ · (dy − mean(dy) − xhat · mean(dy · xhat)),   σ = √(var + ε)   (5)
     dγ = Σ dy · xhat,   dβ = Σ dy                                            (6)
 
-For speed the forward takes (1)–(2), or for small training batches (1)–(4) and the running
-estimates, from torch's fused CPU kernels (see :class:`BatchNormFunction`); the backward,
-(5)–(6), is always the closed form written here.
+For speed the forward takes (1)–(2), or for training batches without spatial axes or small
+ones (1)–(4) and the running estimates, from torch's fused CPU kernels (see
+:class:`BatchNormFunction`); the backward, (5)–(6), is always normlab's closed form: on CPU
+tensors in float32 and float64 as a loop that numba compiles
+(:func:`normlab.layers._kernels.batch_norm_backward`), elsewhere written here in torch ops.
 
 Chapter ``02_batchnorm``.
 """
@@ -33,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from normlab.layers import _kernels
 from normlab.layers._common import (  # refuse_second_derivatives is also imported from here by other layers
     _GEMV_MIN_NUMEL,
     _addcmul_per_channel,
@@ -67,10 +70,9 @@ class BatchNormFunction(torch.autograd.Function):
     With a sixth argument ``running = (running_mean, running_var, momentum)`` the forward is
     one fused kernel instead (``torch.native_batch_norm``): equations (1)–(4), and the running
     estimates moved in place towards the batch mean and unbiased variance, accumulated in
-    float64; it returns ``output`` alone. The modules take this path for small batches,
-    whose cost is the number of ops, and guard the running estimates against a non-finite
-    batch themselves (:meth:`_BatchNorm._fused_training_step`). It saves x, mu, 1/σ and γ,
-    and the backward recomputes x̂ = (x − mu)·1/σ (two small ops) before the closed form.
+    float64; it returns ``output`` alone. The modules take this path for (N, C) batches and
+    small batches with spatial axes (:meth:`_BatchNorm._fusable`), and guard the running
+    estimates against a non-finite batch themselves (:meth:`_BatchNorm._fused_training_step`).
 
     The backward pass does not differentiate through the graph of the forward; it
     implements the closed form, summing over the batch and spatial axes:
@@ -82,9 +84,14 @@ class BatchNormFunction(torch.autograd.Function):
         \frac{\partial L}{\partial \gamma} = \sum dy\,\hat{x}, \qquad
         \frac{\partial L}{\partial \beta} = \sum dy.
 
-    Otherwise it saves x̂ and 1/σ (and γ) for the backward, nothing else. First derivatives
-    only: differentiating the backward again with respect to the input raises a
-    RuntimeError (:func:`refuse_second_derivatives`) instead of a wrong answer.
+    On CPU tensors in float32 and float64 the forward saves x, mu, 1/σ and γ, and the
+    backward is this closed form as a loop compiled by numba
+    (:func:`normlab.layers._kernels.batch_norm_backward`). Otherwise it is written here in
+    torch ops, from the saved x̂ and 1/σ (and γ), or from x, mu and 1/σ after the fused forward
+    (x̂ = (x − mu)·1/σ first); the torch-ops form also runs while autograd records the
+    backward (``create_graph=True``). First derivatives only: differentiating the backward
+    again with respect to the input raises a RuntimeError (:func:`refuse_second_derivatives`)
+    instead of a wrong answer.
     Derived in chapter ``02_batchnorm``.
     """
 
@@ -95,7 +102,7 @@ class BatchNormFunction(torch.autograd.Function):
         running: tuple[Tensor, Tensor, float] | None = None,
     ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         ctx.set_materialize_grads(False)
-        if running is not None:  # small batch: (1)–(4) and the running estimates in one kernel
+        if running is not None:  # (1)–(4) and the running estimates in one kernel
             output, mean, invstd = torch.native_batch_norm(input, weight, bias, running[0], running[1], True,
                                                            running[2], eps)
             ctx.save_for_backward(input, mean, invstd, weight)
@@ -120,7 +127,10 @@ class BatchNormFunction(torch.autograd.Function):
             output = torch.add(xhat, _channel_view(bias, ndim), out=output)
         else:
             output = xhat.clone()  # a copy, so an in-place op on y cannot change the saved xhat
-        ctx.save_for_backward(xhat, invstd, weight)
+        if _kernels.available(input):  # the compiled backward works from x, mu and 1/σ
+            ctx.save_for_backward(input, mean, invstd, weight)
+        else:
+            ctx.save_for_backward(xhat, invstd, weight)
         if on_statistics is not None:  # one output: each extra output of a Function costs a few µs
             on_statistics(input, mean, var)
             return output
@@ -136,6 +146,10 @@ class BatchNormFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         refuse_second_derivatives("normlab's BatchNorm", "torch.nn.BatchNorm1d/2d", need_input)
+        if len(saved) == 4 and _kernels.serves_backward(grad_output):  # x, mu, 1/σ, γ: the compiled loop
+            grad_input, grad_weight, grad_bias = _kernels.batch_norm_backward(grad_output, *saved)
+            return (grad_input if need_input else None, grad_weight if need_weight else None,
+                    grad_bias if need_bias else None) + (None,) * (len(ctx.needs_input_grad) - 3)
         if len(saved) == 4:  # x, mu and 1/σ from the fused forward: xhat = (x − mu)·1/σ     (3)
             input, mean, invstd, weight = saved
             ndim = input.dim()
@@ -215,12 +229,12 @@ class _BatchNorm(_NormBase):
 
     def _fusable(self, input: Tensor) -> bool:
         """Whether a training step may run through the fused forward of :class:`BatchNormFunction`:
-        a small, non-empty input of the running estimates' floating type. Large inputs take the
-        unfused forward, which with its backward is faster there (forward+backward against
-        torch's: 1.22-1.26 against 1.41-1.48 fused at 512×1024, 0.91-0.94 against 1.29 at
-        32×64×32×32)."""
-        return (0 < input.numel() < _GEMV_MIN_NUMEL and input.dtype == self.running_mean.dtype
-                and input.dtype in (torch.float32, torch.float64))
+        a non-empty input of the running estimates' floating type, (N, C) or small. Large inputs
+        with spatial axes take the unfused forward, which is faster there (forward+backward,
+        both with the compiled backward, against torch's at 32×64×32×32: 0.84-0.86 unfused,
+        0.90-0.99 fused; at 512×1024 fused 0.84-0.90, unfused 1.67-2.0, one run each)."""
+        return (0 < input.numel() and (input.dim() == 2 or input.numel() < _GEMV_MIN_NUMEL)
+                and input.dtype == self.running_mean.dtype and input.dtype in (torch.float32, torch.float64))
 
     def _fused_training_step(self, input: Tensor) -> Tensor:
         """Training mode through the fused forward of :class:`BatchNormFunction`, whose kernel

@@ -22,11 +22,13 @@ position for GroupNorm; one channel and every spatial position for InstanceNorm)
          (RMSNorm drops the − mean(ĝ): there is no mean to move)
     dγ = Σ dy · xhat,   dβ = Σ dy     over every axis γ does not have       (6)
 
-For speed LayerNorm's forward takes (1)–(3), and GroupNorm's (1)–(4), from torch's fused CPU
-kernels (see :class:`LayerNormFunction`, :class:`GroupNormFunction`); the backward, (5)–(6),
-is always the closed form written here, in general torch ops (never torch's normalization
-backward kernels). GroupNorm's backward evaluates it from x, mu and 1/σ without forming x̂
-(:func:`_group_norm_backward_from_input` gives the algebra); LayerNorm's from the saved x̂.
+For speed the forwards take (1)–(4) from torch's fused CPU kernels (see :class:`LayerNormFunction`,
+:class:`GroupNormFunction`), which return mu and 1/σ too. The backward, (5)–(6), is always
+normlab's closed form, never torch's normalization backward kernels: on CPU tensors in float32
+and float64 as a loop that numba compiles (:mod:`normlab.layers._kernels`: two passes over
+memory, as torch's own backward makes), elsewhere written here in general torch ops, from x̂
+(LayerNorm, RMSNorm) or from x, mu and 1/σ (GroupNorm: :func:`_group_norm_backward_from_input`
+gives the algebra).
 
 Chapter ``07_layernorm``.
 """
@@ -41,6 +43,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from normlab.layers import _kernels
 from normlab.layers._common import (
     _GEMV_MIN_NUMEL,
     _addcmul_per_channel,
@@ -114,10 +117,14 @@ class LayerNormFunction(torch.autograd.Function):
     :math:`\partial L/\partial\gamma = \sum dy\,\hat{x}` and
     :math:`\partial L/\partial\beta = \sum dy` over the leading dimensions. First
     derivatives only: a second derivative through the input raises a RuntimeError.
-    For LayerNorm the forward takes equations (1)–(3) from torch's fused layer-norm kernel
-    (``torch.native_layer_norm``, γ = 1, no β), which returns x̂ and 1/σ; it saves x̂, 1/σ
-    and γ for the backward, nothing else. The backward is the closed form above in general
-    torch ops; for large input it writes ĝ − mean(ĝ) in one pass. Derived in chapter
+    For LayerNorm on CPU in float32 or float64 the forward is torch's fused layer-norm kernel
+    (``torch.native_layer_norm``), equations (1)–(4) in one call, which returns mu and 1/σ as
+    well; it saves x, mu, 1/σ and γ, and the backward is the closed form above as a loop
+    compiled by numba (:func:`normlab.layers._kernels.layer_norm_backward`). Otherwise (CUDA,
+    other dtypes, RMSNorm) the forward takes (1)–(3) from that kernel (with γ = 1, no β) or
+    from :func:`_normalize`, saves x̂, 1/σ and γ, and the backward is the closed form in
+    general torch ops; for large input it writes ĝ − mean(ĝ) in one pass. The torch-ops form
+    also runs while autograd records the backward (``create_graph=True``). Derived in chapter
     ``07_layernorm``.
     """
 
@@ -126,6 +133,15 @@ class LayerNormFunction(torch.autograd.Function):
         ctx: Any, input: Tensor, normalized_ndim: int, weight: Tensor | None, bias: Tensor | None,
         eps: float, center: bool,
     ) -> Tensor:
+        if center and _kernels.available(input):
+            # (1)–(4) in one call of torch's fused kernel, which returns mu and 1/σ too; the
+            # backward is the compiled loop of normlab.layers._kernels, from x, mu and 1/σ
+            shape = input.shape[input.dim() - normalized_ndim:]
+            output, mean, invstd = torch.native_layer_norm(input, shape, weight, bias, eps)
+            ctx.save_for_backward(input, mean, invstd, weight)
+            ctx.center, ctx.normalized_ndim = center, normalized_ndim
+            ctx.set_materialize_grads(False)
+            return output
         if center:
             # (1)–(3) in one fused kernel: torch's layer norm without β returns xhat, and the
             # mean and 1/σ, each with a 1 in place of every normalized dimension. With γ = None
@@ -154,10 +170,20 @@ class LayerNormFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_output: Tensor | None) -> tuple[Tensor | None, ...]:
         if grad_output is None:
             return None, None, None, None, None, None
-        xhat, invstd, weight = ctx.saved_tensors
+        saved = ctx.saved_tensors
         need_input, _, need_weight, need_bias, _, _ = ctx.needs_input_grad
         refuse_second_derivatives("normlab's LayerNorm/RMSNorm", "torch.nn.LayerNorm or torch.nn.RMSNorm",
                                   need_input)
+        if len(saved) == 4 and _kernels.serves_backward(grad_output):  # x, mu, 1/σ and γ: the compiled loop
+            grad_input, grad_weight, grad_bias = _kernels.layer_norm_backward(grad_output, *saved,
+                                                                              ctx.normalized_ndim)
+            return (grad_input if need_input else None, None, grad_weight if need_weight else None,
+                    grad_bias if need_bias else None, None, None)
+        if len(saved) == 4:  # x, mu and 1/σ, while autograd records the backward: xhat = (x − mu)·1/σ (3)
+            input, mean, invstd, weight = saved
+            xhat = (input - mean) * invstd
+        else:
+            xhat, invstd, weight = saved
         center, normalized_ndim = ctx.center, ctx.normalized_ndim
         lead = xhat.dim() - normalized_ndim  # the number of leading axes, those of the examples
         dy, xh = grad_output, xhat
@@ -217,7 +243,9 @@ class GroupNormFunction(torch.autograd.Function):
     of an autograd Function costs a few µs per call), and for float32 and float64 input the
     forward is torch's fused group-norm kernel (``torch.native_group_norm``), equations
     (1)–(4) in one call: it then saves x, mu, 1/σ and γ, and the backward evaluates (5)–(6)
-    from them without forming x̂ (:func:`_group_norm_backward_from_input`).
+    from them without forming x̂: on CPU as a loop compiled by numba
+    (:func:`normlab.layers._kernels.group_norm_backward`), elsewhere in torch ops
+    (:func:`_group_norm_backward_from_input`).
 
     The backward pass is equation (5) per group, with :math:`\hat{g} = dy\,\gamma` per channel;
     :math:`\partial L/\partial\gamma = \sum dy\,\hat{x}`, :math:`\partial L/\partial\beta =
@@ -236,6 +264,8 @@ class GroupNormFunction(torch.autograd.Function):
             # y from torch's fused group-norm kernel: (1)–(4) in one call, which returns the
             # (N, G) mean and 1/σ too. The backward works from x, mu and 1/σ.
             batch, channels = input.shape[0], input.shape[1]
+            if not input.is_contiguous():  # the kernel refuses strided input (a transposed image)
+                input = input.contiguous()
             output, mean, invstd = torch.native_group_norm(input, weight, bias, batch, channels,
                                                            input.numel() // (batch * channels), num_groups, eps)
             ctx.save_for_backward(input, mean, invstd, weight)
@@ -266,6 +296,10 @@ class GroupNormFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         need_input, _, need_weight, need_bias = ctx.needs_input_grad[:4]
         refuse_second_derivatives("normlab's GroupNorm", "torch.nn.GroupNorm", need_input)
+        if len(saved) == 4 and _kernels.serves_backward(grad_output):  # x, mu, 1/σ and γ: the compiled loop
+            grad_input, grad_weight, grad_bias = _kernels.group_norm_backward(grad_output, *saved)
+            return (grad_input if need_input else None, None, grad_weight if need_weight else None,
+                    grad_bias if need_bias else None, None, None)
         if len(saved) == 4:  # x, mu and 1/σ from the fused forward
             return _group_norm_backward_from_input(grad_output, *saved, need_input, need_weight, need_bias)
         xhat, invstd, weight = saved  # invstd: (N, G, 1)
