@@ -67,12 +67,9 @@ def browser():
         browser.close()
 
 
-@pytest.fixture()
-def visit(server, browser, tmp_path):
-    """Open a page with the network cut off; return (page, external requests, console errors)."""
+def _new_context(browser, external: list[str]):
+    """A browser context at a desktop's width whose requests that leave localhost are blocked and recorded."""
     context = browser.new_context(viewport={"width": WIDTHS["desktop"], "height": 800})
-    external: list[str] = []
-    errors: list[str] = []
 
     def route(request_route):
         host = urlparse(request_route.request.url).hostname
@@ -83,26 +80,55 @@ def visit(server, browser, tmp_path):
             request_route.abort()
 
     context.route("**/*", route)
+    return context
+
+
+def _open(context, url: str, errors: list[str]):
+    """Load ``url`` in a new page of ``context`` and wait until the network is idle; console errors, uncaught
+    exceptions and HTTP errors go into ``errors``."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-    def open_page(name: str):
-        page = context.new_page()
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-        page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
-        # Generous limits: on CI's 2 cores another test worker may be printing the PDF with Chromium meanwhile.
-        page.goto(f"{server}/{name}.html", wait_until="load", timeout=120_000)
-        try:
-            page.wait_for_load_state("networkidle", timeout=60_000)
-        except PlaywrightTimeoutError:
-            # Seen once under full load (a page that never went network-idle in 120 s, and passed alone in 5 s):
-            # load it once more. A page that stalls twice still fails.
-            page.reload(wait_until="load", timeout=120_000)
-            page.wait_for_load_state("networkidle", timeout=120_000)
-        return page, external, errors
+    page = context.new_page()
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+    # Generous limits: on CI's 2 cores another test worker may be printing the PDF with Chromium meanwhile.
+    page.goto(url, wait_until="load", timeout=120_000)
+    try:
+        page.wait_for_load_state("networkidle", timeout=60_000)
+    except PlaywrightTimeoutError:
+        # Seen once under full load (a page that never went network-idle in 120 s, and passed alone in 5 s):
+        # load it once more. A page that stalls twice still fails.
+        page.reload(wait_until="load", timeout=120_000)
+        page.wait_for_load_state("networkidle", timeout=120_000)
+    return page
 
-    yield open_page
+
+@pytest.fixture()
+def visit(server, browser):
+    """Open a page of its own with the network cut off; return (page, external requests, console errors).
+    For the checks that change the page (clicks, print emulation) or a page no other check loads."""
+    external: list[str] = []
+    errors: list[str] = []
+    context = _new_context(browser, external)
+    yield lambda name: (_open(context, f"{server}/{name}.html", errors), external, errors)
     context.close()
+
+
+@pytest.fixture(scope="module", params=_pages())
+def loaded(request, server, browser):
+    """One load of each page of the table of contents, shared by the checks of that page: (name, page,
+    external requests, console errors). pytest runs all the tests that use one parameter of a module-scoped
+    fixture together, in the order they are written, so the page loads once for all of them (it used to load
+    once per check: a third of the test run's time). The checks that read the page come first; the one that
+    changes it (unfolds, resizes, emulates print) comes last."""
+    external: list[str] = []
+    errors: list[str] = []
+    context = _new_context(browser, external)
+    try:
+        yield request.param, _open(context, f"{server}/{request.param}.html", errors), external, errors
+    finally:
+        context.close()
 
 
 #: The widths at which every page must fit: a laptop's browser window and a phone's screen (CSS pixels).
@@ -225,9 +251,8 @@ def _wait_for_widgets(page) -> int:
     return views
 
 
-@pytest.mark.parametrize("name", _pages())
-def test_page_renders_offline_with_math_images_and_no_console_errors(visit, name) -> None:
-    page, external, errors = visit(name)
+def test_page_renders_offline_with_math_images_and_no_console_errors(loaded) -> None:
+    _, page, external, errors = loaded
     assert page.title(), "the page has no title"
     math = page.locator("span.math, div.math")
     if math.count():
@@ -247,10 +272,11 @@ def test_page_renders_offline_with_math_images_and_no_console_errors(visit, name
     assert not unexplained, f"console errors: {unexplained[:5]}"
 
 
-@pytest.mark.parametrize("name", sorted(_notebook_pages()))
-def test_widgets_render_from_saved_state(visit, name) -> None:
+def test_widgets_render_from_saved_state(loaded) -> None:
     """Every saved widget view (demos, and tqdm's progress bars) is drawn by the embedded manager."""
-    page, _, _ = visit(name)
+    name, page, _, _ = loaded
+    if name not in _notebook_pages():
+        pytest.skip("not a notebook page")
     if not _wait_for_widgets(page):
         pytest.skip("no widget on this page")
     failed = page.locator(".jupyter-widgets-error-widget").count()
@@ -261,9 +287,8 @@ def test_widgets_render_from_saved_state(visit, name) -> None:
         assert page.locator(".widget-subarea .widget-slider").count() >= 2 and images
 
 
-@pytest.mark.parametrize("name", _pages())
-def test_internal_links_of_every_page_answer(visit, server, name) -> None:
-    page, _, _ = visit(name)
+def test_internal_links_of_every_page_answer(loaded, server) -> None:
+    name, page, _, _ = loaded
     hrefs = page.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
     internal = sorted({h.split("#")[0] for h in hrefs if h.startswith(server)})
     assert internal
@@ -313,28 +338,6 @@ def test_download_buttons_give_the_pages_files(visit, name) -> None:
     assert page.evaluate("() => window.__printed") == 1, "the .pdf button did not open the print dialog"
 
 
-@pytest.mark.parametrize("name", _pages())
-def test_nothing_is_cut_off_and_the_page_never_scrolls_sideways(visit, name) -> None:
-    """At 1280 px and at 390 px: wide equations, code, tables and outputs scroll inside their own box. In print
-    (the same page load, as tools/book-pdf prints it): each fits the page's text width, and no control shows."""
-    page, _, _ = visit(name)
-    if page.locator("span.math, div.math").count():
-        _wait_for_math(page)
-    _wait_for_widgets(page)
-    page.evaluate(UNFOLD_JS)
-    assert_fits_every_width(page)
-    page.set_viewport_size({"width": PRINT_WIDTH_PX, "height": 1000})
-    page.emulate_media(media="print")
-    page.evaluate(PRINT_PREPARE_JS)
-    too_wide = page.evaluate(TOO_WIDE_FOR_PAPER_JS, WIDE_CONTENT)
-    assert not too_wide, f"in print at {PRINT_WIDTH_PX} px, {len(too_wide)} cut off: {too_wide[:5]}"
-    page_width = page.evaluate("() => document.documentElement.scrollWidth")
-    assert page_width <= PRINT_WIDTH_PX, (f"in print the page is {page_width} px wide: "
-                                          f"{page.evaluate(PAST_THE_WINDOW_JS)[:5]}")
-    printed = page.evaluate(PRINTED_JS, SCREEN_ONLY)
-    assert not printed, f"in print, {len(printed)} controls of the screen show: {printed[:5]}"
-
-
 def test_search_finds_a_term_offline(visit, server) -> None:
     """The search box of any page (Ctrl+K) leads to the search page, which lists the pages with the term."""
     page, external, errors = visit("chapters/intro")
@@ -362,14 +365,35 @@ def test_search_finds_a_term_offline(visit, server) -> None:
 AXE_ALLOWLIST: dict[str, str] = {}
 
 
-@pytest.mark.parametrize("name", _pages())
-def test_page_has_no_serious_accessibility_violations(visit, server, name) -> None:
+def test_page_has_no_serious_accessibility_violations(loaded, server) -> None:
     """axe-core (vendored by tools/vendor-js, served from the site) finds no serious or critical violation."""
-    page, _, _ = visit(name)
+    _, page, _, _ = loaded
     if page.locator("span.math, div.math").count():
         _wait_for_math(page)
     _wait_for_widgets(page)
     assert_no_serious_axe_violations(page, server)
+
+
+def test_nothing_is_cut_off_and_the_page_never_scrolls_sideways(loaded) -> None:
+    """At 1280 px and at 390 px: wide equations, code, tables and outputs scroll inside their own box. In print
+    (the same page load, as tools/book-pdf prints it): each fits the page's text width, and no control shows.
+    Last of the checks that share a page's load: it unfolds the page, resizes it and emulates print."""
+    _, page, _, _ = loaded
+    if page.locator("span.math, div.math").count():
+        _wait_for_math(page)
+    _wait_for_widgets(page)
+    page.evaluate(UNFOLD_JS)
+    assert_fits_every_width(page)
+    page.set_viewport_size({"width": PRINT_WIDTH_PX, "height": 1000})
+    page.emulate_media(media="print")
+    page.evaluate(PRINT_PREPARE_JS)
+    too_wide = page.evaluate(TOO_WIDE_FOR_PAPER_JS, WIDE_CONTENT)
+    assert not too_wide, f"in print at {PRINT_WIDTH_PX} px, {len(too_wide)} cut off: {too_wide[:5]}"
+    page_width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert page_width <= PRINT_WIDTH_PX, (f"in print the page is {page_width} px wide: "
+                                          f"{page.evaluate(PAST_THE_WINDOW_JS)[:5]}")
+    printed = page.evaluate(PRINTED_JS, SCREEN_ONLY)
+    assert not printed, f"in print, {len(printed)} controls of the screen show: {printed[:5]}"
 
 
 def assert_fits_every_width(page) -> None:
