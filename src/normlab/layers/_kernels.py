@@ -1,20 +1,25 @@
-r"""The closed-form backward of LayerNorm and GroupNorm as loops that numba compiles.
+r"""The closed-form backward of BatchNorm, LayerNorm and GroupNorm as loops that numba compiles.
 
 Equations (5)–(6) of :mod:`normlab.layers.layernorm`, per row (LayerNorm: one example's
-normalized values) or per group (GroupNorm: one example's group of channels), written from
-x, mu and r = 1/σ so that the forward can be torch's fused kernel, which returns all three:
+normalized values) or per group (GroupNorm: one example's group of channels), and of
+:mod:`normlab.layers.batchnorm`, per channel (BatchNorm: over the batch and every spatial
+position), written from x, mu and r = 1/σ so that the forward can be torch's fused kernel,
+which returns all three:
 
     x̂  = (x − mu)·r,   ĝ = dy·γ
     dx = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))                                        (5)
     dγ = Σ dy·x̂,   dβ = Σ dy                  over the rows, or batch and space   (6)
+
+(for BatchNorm γ is one number per channel, so ĝ's means are γ times those of dy).
 
 Why loops: written with general torch ops, (5)–(6) take six to nine passes over memory and
 a dozen or two small ops, against two or three passes in one call for torch's own backward
 kernel; at 512×1024 no arrangement of those ops comes within 1.5× of torch (see
 ``benchmarks/normalization_floor.py``). Each loop below makes the two passes the algebra
 needs: one that sums (Σ ĝ, Σ ĝ·x̂ and the contributions to dγ, dβ), one that writes dx.
-It is the same arithmetic as the torch-ops form, which stays in ``layernorm.py`` for CUDA
-tensors, other dtypes, and machines without numba; the tests hold both to torch.nn and to
+It is the same arithmetic as the torch-ops form, which stays in ``layernorm.py`` and
+``batchnorm.py`` for CUDA tensors, other dtypes, ``create_graph=True`` and machines without
+numba; the tests (``tests/test_layers_compiled_backward.py``) hold both to torch.nn and to
 each other.
 
 numba compiles each function for a dtype on its first call (about a second) and keeps the
@@ -22,7 +27,7 @@ machine code in ``__pycache__`` (``cache=True``), so later processes load it in 
 that. ``fastmath`` allows only reassociation and contraction, which let the sums use
 vector registers; NaN and infinity propagate as in plain arithmetic.
 
-Chapter ``07_layernorm``.
+Chapters ``02_batchnorm`` and ``07_layernorm``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ _FASTMATH = {"reassoc", "contract"}
 
 @functools.cache
 def _compiled() -> tuple | None:
-    """The two compiled loops, or None when numba cannot be imported (the torch-ops form runs then)."""
+    """The four compiled loops (LayerNorm, GroupNorm, BatchNorm without and with spatial axes), or None
+    when numba cannot be imported (the torch-ops form runs then)."""
     try:
         from numba import njit
     except ImportError:  # pragma: no cover - requirements.txt installs numba
