@@ -43,6 +43,9 @@ from torch import Tensor
 #: fused multiply-add; not "no NaN" or "no infinity", which would change results on bad input
 _FASTMATH = {"reassoc", "contract"}
 
+#: the dtypes the loops are compiled for (one machine-code version each)
+_DTYPES = (torch.float32, torch.float64)
+
 
 @functools.cache
 def _compiled() -> tuple | None:
@@ -60,8 +63,7 @@ def _compiled() -> tuple | None:
 def available(input: Tensor) -> bool:
     """Whether the compiled backward serves ``input``: a non-empty float32 or float64 CPU tensor,
     and numba installed."""
-    return (input.device.type == "cpu" and input.dtype in (torch.float32, torch.float64) and input.numel() > 0
-            and _compiled() is not None)
+    return input.is_cpu and input.dtype in _DTYPES and input.numel() > 0 and _compiled() is not None
 
 
 def serves_backward(grad_output: Tensor) -> bool:
@@ -72,14 +74,14 @@ def serves_backward(grad_output: Tensor) -> bool:
 
 
 def _layer_norm_backward_rows(dy, x, mean, invstd, weight, dx, dweight, dbias):  # pragma: no cover - compiled
-    """(5)–(6) for (rows, n) arrays: mean and invstd per row, weight (γ) per column. Writes dx,
+    """(5)–(6) for (rows, n) arrays: mean and invstd (rows, 1), weight (γ) per column. Writes dx,
     dweight (Σ dy·x̂) and dbias (Σ dy)."""
     rows, n = x.shape
     inv_n = 1.0 / n
     dweight[:] = 0.0
     dbias[:] = 0.0
     for i in range(rows):
-        mu, r = mean[i], invstd[i]
+        mu, r = mean[i, 0], invstd[i, 0]
         sum_g = 0.0  # Σ ĝ
         sum_gxhat = 0.0  # Σ ĝ·x̂
         for j in range(n):
@@ -192,13 +194,17 @@ def layer_norm_backward(grad_output: Tensor, input: Tensor, mean: Tensor, invstd
     ``torch.native_layer_norm`` returns them; dγ and dβ have the normalized shape."""
     x = _array(input)
     shape = x.shape[x.ndim - normalized_ndim:]
-    n = math.prod(shape)
-    grad_input, grad_weight, grad_bias = np.empty_like(x), np.empty(shape, x.dtype), np.empty(shape, x.dtype)
-    gamma = np.ones(n, dtype=x.dtype) if weight is None else _array(weight).reshape(n)
-    _compiled()[0](_array(grad_output).reshape(-1, n), x.reshape(-1, n), _array(mean).reshape(-1),
-                   _array(invstd).reshape(-1), gamma, grad_input.reshape(-1, n), grad_weight.reshape(n),
-                   grad_bias.reshape(n))
-    return torch.from_numpy(grad_input), torch.from_numpy(grad_weight), torch.from_numpy(grad_bias)
+    dx, dgamma, dbeta = np.empty_like(x), np.empty(shape, x.dtype), np.empty(shape, x.dtype)
+    gamma = np.ones(shape, dtype=x.dtype) if weight is None else _array(weight)
+    dy, mu, r = _array(grad_output), _array(mean), _array(invstd)
+    if x.ndim == 2 and normalized_ndim == 1:  # (rows, n) already: no views (at 8×64 they cost as much as the loop)
+        _compiled()[0](dy, x, mu, r, gamma, dx, dgamma, dbeta)
+    else:  # viewed as (rows, n); mu and 1/σ as (rows, 1); γ, dγ and dβ as (n,)
+        n = math.prod(shape)
+        rows, column, flat = (-1, n), (-1, 1), (n,)
+        _compiled()[0](dy.reshape(rows), x.reshape(rows), mu.reshape(column), r.reshape(column), gamma.reshape(flat),
+                       dx.reshape(rows), dgamma.reshape(flat), dbeta.reshape(flat))
+    return torch.from_numpy(dx), torch.from_numpy(dgamma), torch.from_numpy(dbeta)
 
 
 def group_norm_backward(grad_output: Tensor, input: Tensor, mean: Tensor, invstd: Tensor,
